@@ -1,0 +1,166 @@
+"""Batch-Channel Normalization as an ``nn.Module``, registered as ``'BCN'`` for OpenMMLab."""
+
+from typing import Optional
+
+import torch
+from mmengine.registry import MODELS
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .distributed import world_size_of
+from .functional import batch_channel_norm, spatial_size
+
+
+@MODELS.register_module(name=['BCN', 'BatchChannelNorm2d'])
+class BatchChannelNorm2d(_BatchNorm):
+    """Batch-Channel Normalization: a batch-normalization stage, then a channel-normalization stage.
+
+    For x of shape (N, C, *)::
+
+        y   = (x - mu[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]           # batch stage
+        out = (y - mu_g[n]) / sqrt(var_g[n] + eps) * group_weight[g] + group_bias[g]
+                                                                            # channel stage
+
+    where mu_g, var_g are the mean and biased variance of y over the C/G channels of group g and
+    all spatial positions of sample n (group normalization). Which mu, var the batch stage uses:
+
+    * large-batch mode (``estimate=False``), training: the batch mean and biased variance over
+      (N, *), with gradients through them (BatchNorm). Running statistics are kept as BatchNorm
+      keeps them (unbiased variance, ``momentum`` as BatchNorm's; None means a cumulative average).
+    * micro-batch mode (``estimate=True``), training: the running estimates are first moved
+      towards the batch statistics at the update rate r = ``momentum``
+      (``running += r * (batch - running)``, biased batch variance), then used to normalize; no
+      gradient flows through them. :class:`mmbcn.engine.BCNUpdateRateHook` sets r during training.
+    * eval: the running statistics, in both modes.
+
+    When torch.distributed is initialized with more than one process and ``sync_stats`` is True,
+    the batch statistics are those of the global batch (an all-reduce of counts and sums, correct
+    for different batch or image sizes per process), in both modes, so every process keeps the
+    same running statistics: MMEngine's DDP wrapper does not broadcast buffers.
+
+    The batch stage has exactly BatchNorm2d's state (``weight``, ``bias``, ``running_mean``,
+    ``running_var``, ``num_batches_tracked``), so BN checkpoints load into it; the channel stage
+    adds ``group_weight`` and ``group_bias`` of shape (G,), initialized to 1 and 0. ``_abbr_`` is
+    ``'bn'``, so mmdet/mmseg ResNets name these layers as they name BN layers (``bn1``, ...).
+
+    Being a ``_BatchNorm``, this layer follows what OpenMMLab settings mean for BN layers:
+    ``norm_eval=True`` in a ResNet freezes the batch stage's statistics (the layer runs in eval
+    mode), and ``norm_decay_mult`` applies to all four affine parameters. It must not be passed
+    to ``nn.SyncBatchNorm.convert_sync_batchnorm`` (which would replace it by a plain SyncBN):
+    use :func:`mmbcn.convert_sync_batchnorm`, which leaves BCN layers alone (they already
+    synchronize their statistics).
+
+    Args:
+        num_features: C, the number of channels.
+        num_groups: G, the number of channel groups of the channel stage; must divide C.
+        eps: added to the batch and to the group variance inside the square root.
+        momentum: large-batch mode: BatchNorm's momentum for the running statistics (None: a
+            cumulative moving average). Micro-batch mode: the update rate r of the estimates.
+        estimate: False for large-batch mode, True for micro-batch mode.
+        sync_stats: compute batch statistics over all processes of ``process_group`` when
+            torch.distributed is initialized.
+        affine: learnable affine parameters in both stages.
+        process_group: the group to synchronize over (None: the default group).
+
+    Note:
+        Departures from the authors' release (``BCNorm`` / ``EstBN`` in
+        github.com/joe-siyuan-qiao/Batch-Channel-Normalization): their estimated variance is the
+        mean square around the *previous* running mean, ``E[(x - running_mean)^2]``; here it
+        moves towards the biased batch variance as the update rule in the paper states. The
+        maths here is a single pass (see :mod:`mmbcn.layers.functional`) rather than a
+        BatchNorm module followed by a batch-norm call over reshaped groups.
+    """
+
+    _abbr_ = 'bn'
+
+    def __init__(self,
+                 num_features: int,
+                 num_groups: int = 32,
+                 eps: float = 1e-5,
+                 momentum: Optional[float] = 0.1,
+                 estimate: bool = False,
+                 sync_stats: bool = True,
+                 affine: bool = True,
+                 process_group=None):
+        _check_config(num_features, num_groups, eps, momentum)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats=True)
+        self.num_groups = num_groups
+        self.estimate = bool(estimate)
+        self.sync_stats = bool(sync_stats)
+        self.process_group = process_group
+        if affine:
+            self.group_weight = nn.Parameter(torch.ones(num_groups))
+            self.group_bias = nn.Parameter(torch.zeros(num_groups))
+        else:
+            self.register_parameter('group_weight', None)
+            self.register_parameter('group_bias', None)
+
+    def reset_parameters(self) -> None:
+        """Batch stage as BatchNorm's reset; channel-stage affine to identity."""
+        super().reset_parameters()
+        if getattr(self, 'group_weight', None) is not None:
+            nn.init.ones_(self.group_weight)
+            nn.init.zeros_(self.group_bias)
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(
+                f'BatchChannelNorm2d expects an input of shape (N, C, *) with at least 2 '
+                f'dimensions, got shape {tuple(x.shape)}.')
+        if x.shape[1] != self.num_features:
+            raise ValueError(
+                f'BatchChannelNorm2d was built for {self.num_features} channels but got an input '
+                f'with {x.shape[1]} channels (shape {tuple(x.shape)}); check num_features or '
+                f'the layer that feeds this one.')
+
+    def synchronizes(self) -> bool:
+        """Whether batch statistics are currently all-reduced across processes."""
+        return self.sync_stats and world_size_of(self.process_group) > 1
+
+    def _update_rate(self):
+        """r for this step, counting the step in ``num_batches_tracked`` (as BatchNorm)."""
+        self.num_batches_tracked.add_(1)
+        if self.momentum is None:  # cumulative moving average, as BatchNorm (a 0-d tensor: no sync)
+            return 1.0 / self.num_batches_tracked.double()
+        return self.momentum
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        synchronize = self.training and self.synchronizes()
+        if self.training and not self.estimate and not synchronize:
+            values = x.shape[0] * spatial_size(x)
+            if values <= 1:
+                raise ValueError(
+                    f'BatchChannelNorm2d in large-batch mode (estimate=False) needs more than one '
+                    f'value per channel to compute batch statistics in training, got input of '
+                    f'shape {tuple(x.shape)}. Use estimate=True (micro-batch mode) for one sample '
+                    f'with 1x1 spatial size, or train with more samples per process.')
+        update_rate = self._update_rate() if self.training else 0.0
+        return batch_channel_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, self.group_weight,
+            self.group_bias, self.num_groups, training=self.training, estimate=self.estimate,
+            update_rate=update_rate, eps=self.eps, process_group=self.process_group,
+            synchronize=synchronize)
+
+    def extra_repr(self) -> str:
+        return (f'{self.num_features}, num_groups={self.num_groups}, eps={self.eps}, '
+                f'momentum={self.momentum}, estimate={self.estimate}, '
+                f'sync_stats={self.sync_stats}, affine={self.affine}')
+
+
+def _check_config(num_features, num_groups, eps, momentum) -> None:
+    """Raise a ValueError naming the bad option of a BatchChannelNorm2d config."""
+    if not isinstance(num_features, int) or num_features <= 0:
+        raise ValueError(f'BCN: num_features must be a positive int, got {num_features!r}.')
+    if not isinstance(num_groups, int) or num_groups <= 0:
+        raise ValueError(f'BCN: num_groups must be a positive int, got {num_groups!r}.')
+    if num_features % num_groups:
+        raise ValueError(
+            f'BCN: num_features={num_features} is not divisible by num_groups={num_groups}; '
+            f'choose num_groups among the divisors of {num_features} (e.g. 32 for 256 channels).')
+    if not eps > 0:
+        raise ValueError(f'BCN: eps must be > 0 (it keeps the square root away from 0), '
+                         f'got {eps!r}.')
+    if momentum is not None and not 0.0 <= momentum <= 1.0:
+        raise ValueError(f'BCN: momentum (the update rate r) must be in [0, 1] or None, '
+                         f'got {momentum!r}.')

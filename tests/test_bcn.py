@@ -1,0 +1,219 @@
+"""BatchChannelNorm2d against the float64 reference, its equivalences, and its errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmbcn import BatchChannelNorm2d
+from reference import bcn_reference
+
+SHAPES_AND_GROUPS = [
+    ((2, 8, 5, 7), 4),
+    ((3, 16, 1, 1), 8),
+    ((4, 6, 3), 3),
+    ((2, 32, 4, 4), 32),
+    ((5, 12), 1),
+    ((1, 8, 3, 2), 2),
+]
+MODES = ['large', 'micro', 'eval']
+
+
+def make_layer(num_features, num_groups, mode, rate=0.3):
+    layer = BatchChannelNorm2d(num_features, num_groups, momentum=rate, estimate=(mode == 'micro'))
+    with torch.no_grad():  # non-trivial parameters and statistics
+        for tensor in (layer.weight, layer.bias, layer.group_weight, layer.group_bias):
+            tensor.copy_(torch.randn_like(tensor) * 0.5 + (1.0 if tensor.dim() else 0.0))
+        layer.running_mean.copy_(torch.randn(num_features))
+        layer.running_var.copy_(torch.rand(num_features) + 0.5)
+    layer.train(mode != 'eval')
+    return layer
+
+
+def reference_of(layer, x, mode):
+    params = {
+        name: getattr(layer, name).detach().double().requires_grad_()
+        for name in ('weight', 'bias', 'group_weight', 'group_bias')
+    }
+    out, new_mean, new_var = bcn_reference(
+        x, params, layer.num_groups, mode, layer.running_mean.double().clone(),
+        layer.running_var.double().clone(), layer.momentum, layer.eps)
+    return out, new_mean, new_var, params
+
+
+CASES = [(shape, groups, mode, channels_last)
+         for shape, groups in SHAPES_AND_GROUPS for mode in MODES
+         for channels_last in ([False, True] if len(shape) == 4 else [False])]
+
+
+@pytest.mark.parametrize('shape,groups,mode,channels_last', CASES)
+def test_forward_backward_match_float64_reference(shape, groups, mode, channels_last):
+    layer = make_layer(shape[1], groups, mode)
+    x = torch.randn(shape) * 2 + 0.5
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x64 = x.detach().double().requires_grad_()
+    ref_out, ref_mean, ref_var, ref_params = reference_of(layer, x64, mode)
+
+    x.requires_grad_()
+    out = layer(x)
+    upstream = torch.randn(shape)
+    (out * upstream).sum().backward()
+    (ref_out * upstream.double()).sum().backward()
+
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(layer.running_mean.double(), ref_mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.running_var.double(), ref_var, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-3, atol=1e-4)
+    for name, ref_param in ref_params.items():
+        torch.testing.assert_close(
+            getattr(layer, name).grad.double(), ref_param.grad, rtol=1e-3, atol=1e-4,
+            msg=lambda m, n=name: f'{n}: {m}')
+    if channels_last:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_gradcheck_float64(mode):
+    # Micro-batch mode defines no gradient through the moved estimates; with r = 0 they do not
+    # move, so finite differences see the same function the analytic gradient differentiates.
+    layer = make_layer(6, 3, mode, rate=0.0 if mode == 'micro' else 0.3).double()
+    x = torch.randn(3, 6, 2, 3, dtype=torch.float64, requires_grad=True)
+    params = [layer.weight, layer.bias, layer.group_weight, layer.group_bias]
+    buffers = {k: v.clone() for k, v in layer.named_buffers()}
+
+    def run(inp, *_):
+        for name, value in buffers.items():  # same running statistics at every evaluation
+            getattr(layer, name).copy_(value)
+        return layer(inp)
+
+    assert torch.autograd.gradcheck(run, (x, *params), eps=1e-6, atol=1e-5)
+
+
+def test_large_batch_equals_batchnorm_then_group_norm():
+    bcn = make_layer(16, 4, 'large')
+    bn = nn.BatchNorm2d(16, momentum=bcn.momentum)
+    bn.load_state_dict({k: v for k, v in bcn.state_dict().items() if not k.startswith('group_')})
+    x = torch.randn(4, 16, 6, 5)
+    expected = F.group_norm(bn(x), 4, bcn.group_weight.repeat_interleave(4),
+                            bcn.group_bias.repeat_interleave(4), eps=bcn.eps)
+    torch.testing.assert_close(bcn(x), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bcn.running_mean, bn.running_mean)
+    torch.testing.assert_close(bcn.running_var, bn.running_var)
+    assert bcn.num_batches_tracked == bn.num_batches_tracked == 1
+
+
+def test_eval_equals_batchnorm_eval_then_group_norm():
+    bcn = make_layer(16, 8, 'eval')
+    bn = nn.BatchNorm2d(16).eval()
+    bn.load_state_dict({k: v for k, v in bcn.state_dict().items() if not k.startswith('group_')})
+    x = torch.randn(2, 16, 3, 3)
+    expected = F.group_norm(bn(x), 8, bcn.group_weight.repeat_interleave(2),
+                            bcn.group_bias.repeat_interleave(2), eps=bcn.eps)
+    before = bcn.running_mean.clone()
+    torch.testing.assert_close(bcn(x), expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(bcn.running_mean, before)
+
+
+def test_batchnorm_checkpoint_loads_into_batch_stage():
+    bn = nn.BatchNorm2d(8)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.normal_()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2)
+    bcn = BatchChannelNorm2d(8, num_groups=2)
+    result = bcn.load_state_dict(bn.state_dict(), strict=False)
+    assert result.unexpected_keys == []
+    assert sorted(result.missing_keys) == ['group_bias', 'group_weight']
+    assert set(bn.state_dict()) | {'group_weight', 'group_bias'} == set(bcn.state_dict())
+    bn.eval(), bcn.eval()
+    x = torch.randn(2, 8, 4, 4)
+    expected = F.group_norm(bn(x), 2, eps=bcn.eps)  # channel stage starts at identity affine
+    torch.testing.assert_close(bcn(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_micro_batch_one_sample_1x1_and_no_gradient_through_statistics():
+    layer = make_layer(8, 2, 'micro', rate=0.5)
+    x = torch.randn(1, 8, 1, 1, requires_grad=True)
+    out = layer(x)
+    assert torch.isfinite(out).all()
+    # With 1x1 spatial size and 2 channels per group, the output depends on x only through
+    # the channel stage; the batch stage is a fixed affine of x.
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_large_batch_single_value_per_channel_is_a_clear_error():
+    layer = BatchChannelNorm2d(4, 2)
+    with pytest.raises(ValueError, match='more than one value per channel'):
+        layer(torch.randn(1, 4, 1, 1))
+
+
+def test_momentum_none_is_a_cumulative_average_like_batchnorm():
+    bcn = BatchChannelNorm2d(4, 2, momentum=None)
+    bn = nn.BatchNorm2d(4, momentum=None)
+    for _ in range(3):
+        x = torch.randn(3, 4, 2, 2) * 3 + 1
+        bcn(x), bn(x)
+    torch.testing.assert_close(bcn.running_mean, bn.running_mean)
+    torch.testing.assert_close(bcn.running_var, bn.running_var)
+
+
+def test_constant_input_gives_finite_output_and_gradient():
+    for mode in MODES:
+        layer = make_layer(4, 2, mode)
+        x = torch.full((2, 4, 3, 3), 7.0, requires_grad=True)
+        out = layer(x)
+        out.sum().backward()
+        assert torch.isfinite(out).all() and torch.isfinite(x.grad).all(), mode
+
+
+def test_large_mean_small_variance_is_numerically_stable():
+    layer = BatchChannelNorm2d(4, 2)
+    x = torch.randn(4, 4, 8, 8, dtype=torch.float64) * 1e-2 + 1e3
+    out = layer(x.float())
+    params = {k: getattr(layer, k).detach().double() for k in
+              ('weight', 'bias', 'group_weight', 'group_bias')}
+    ref, _, _ = bcn_reference(x, params, 2, 'large', torch.zeros(4, dtype=torch.float64),
+                              torch.ones(4, dtype=torch.float64), 0.1)
+    # float32 cannot hold 1e3 + 1e-2 noise better than ~6e-5 relative to the std: compare loosely
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=2e-2)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16])
+def test_autocast_computes_statistics_in_float32(dtype):
+    layer = make_layer(16, 4, 'large')
+    x = torch.randn(2, 16, 8, 8) * 3 + 2
+    expected = make_layer(16, 4, 'large')
+    expected.load_state_dict(layer.state_dict())
+    with torch.autocast('cpu', dtype=dtype):
+        out = layer(x.to(dtype))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), expected(x.to(dtype).float()), rtol=2e-2, atol=2e-2)
+    assert layer.running_mean.dtype == torch.float32
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(num_features=30, num_groups=32), 'not divisible by num_groups=32'),
+    (dict(num_features=32, num_groups=0), 'num_groups must be a positive int'),
+    (dict(num_features=32, eps=0.0), 'eps must be > 0'),
+    (dict(num_features=32, momentum=1.5), r'momentum .* must be in \[0, 1\]'),
+])
+def test_bad_config_is_a_clear_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BatchChannelNorm2d(**kwargs)
+
+
+@pytest.mark.parametrize('shape,message', [
+    ((2, 6, 4, 4), 'built for 8 channels but got an input with 6 channels'),
+    ((8,), 'at least 2 dimensions'),
+])
+def test_bad_input_is_a_clear_error(shape, message):
+    with pytest.raises(ValueError, match=message):
+        BatchChannelNorm2d(8, 2)(torch.randn(shape))
+
+
+def test_unknown_option_is_a_clear_error():
+    with pytest.raises(TypeError, match='num_grups'):
+        BatchChannelNorm2d(8, num_grups=2)
