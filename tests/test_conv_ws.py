@@ -1,0 +1,107 @@
+"""WSConv2d against the float64 reference, its caching, and mmcv ConvWS checkpoints."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmbcn import WSConv2d, weight_standardize
+from reference import weight_standardize_reference
+
+
+@pytest.mark.parametrize('in_channels,out_channels,kernel,groups', [
+    (4, 8, 3, 1), (6, 6, 1, 2), (8, 4, (3, 1), 4), (3, 5, 5, 1),
+])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_matches_conv2d_with_reference_standardized_weight(in_channels, out_channels, kernel,
+                                                           groups, channels_last):
+    conv = WSConv2d(in_channels, out_channels, kernel, padding=1, groups=groups, bias=True)
+    x = torch.randn(2, in_channels, 7, 6)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    x64 = x.double().requires_grad_()
+    w64 = conv.weight.detach().double().requires_grad_()
+    expected = F.conv2d(x64, weight_standardize_reference(w64), conv.bias.double(), padding=1,
+                        groups=groups)
+    x.requires_grad_()
+    out = conv(x)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
+    out.sum().backward()
+    expected.sum().backward()
+    torch.testing.assert_close(conv.weight.grad.double(), w64.grad, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_standardized_filters_have_zero_mean_unit_unbiased_variance():
+    weight = torch.randn(16, 8, 3, 3) * 5 + 3
+    standardized = weight_standardize(weight).reshape(16, -1)
+    torch.testing.assert_close(standardized.mean(1), torch.zeros(16), atol=1e-5, rtol=0)
+    torch.testing.assert_close(standardized.var(1, correction=1), torch.ones(16), atol=1e-4,
+                               rtol=0)
+
+
+def test_channels_last_weight_stays_channels_last():
+    weight = torch.randn(8, 4, 3, 3).contiguous(memory_format=torch.channels_last)
+    assert weight_standardize(weight).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_constant_filter_gives_zeros_not_nan():
+    weight = torch.ones(2, 3, 3, 3)
+    assert torch.equal(weight_standardize(weight), torch.zeros_like(weight))
+
+
+def test_gradcheck_float64():
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(weight_standardize, (weight,))
+
+
+def test_eval_reuses_the_standardized_weight_until_the_weight_changes():
+    conv = WSConv2d(4, 4, 3).eval()
+    x = torch.randn(1, 4, 5, 5)
+    with torch.no_grad():
+        first = conv(x)
+        cached = conv.standardized_weight()
+        assert conv.standardized_weight() is cached
+        torch.testing.assert_close(conv(x), first)
+        conv.weight.mul_(2).add_(1)  # an in-place update, as an optimizer step makes
+        assert conv.standardized_weight() is not cached
+        torch.testing.assert_close(conv.standardized_weight(), weight_standardize(conv.weight))
+
+
+def test_loading_a_state_dict_invalidates_the_cache():
+    conv = WSConv2d(4, 4, 3).eval()
+    other = WSConv2d(4, 4, 3)
+    with torch.no_grad():
+        conv.standardized_weight()
+        conv.load_state_dict(other.state_dict())
+        torch.testing.assert_close(conv.standardized_weight(), weight_standardize(other.weight))
+
+
+def test_training_recomputes_with_gradient():
+    conv = WSConv2d(4, 4, 3)
+    out = conv(torch.randn(1, 4, 5, 5))
+    out.sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def test_autocast_standardizes_in_float32():
+    conv = WSConv2d(8, 8, 3, padding=1)
+    x = torch.randn(2, 8, 6, 6)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = conv(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), conv(x), rtol=5e-2, atol=5e-2)
+
+
+def test_loads_mmcv_convws_checkpoint_with_the_same_keys():
+    from mmcv.cnn.bricks.conv_ws import ConvWS2d
+    mmcv_conv = ConvWS2d(4, 8, 3, bias=True)
+    conv = WSConv2d(4, 8, 3, bias=True)
+    conv.load_state_dict(mmcv_conv.state_dict(), strict=True)
+    assert torch.equal(conv.weight, mmcv_conv.weight)
+    assert torch.equal(conv.bias, mmcv_conv.bias)
+
+
+def test_single_value_filters_are_a_clear_error():
+    with pytest.raises(ValueError, match='standardizing a single value is undefined'):
+        WSConv2d(4, 4, 1, groups=4)

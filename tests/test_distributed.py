@@ -1,0 +1,68 @@
+"""BCN over 2 real gloo processes holding different data and batch sizes."""
+
+import pytest
+import torch
+
+from dist_utils import run_in_processes
+from mmbcn import BatchChannelNorm2d
+
+BATCH_SIZES = (3, 1)  # rank 0 holds 3 samples, rank 1 holds 1
+STEPS = 2
+
+
+def make_data(step):
+    generator = torch.Generator().manual_seed(100 + step)
+    x = torch.randn(sum(BATCH_SIZES), 8, 5, 4, generator=generator) * 2 + 1
+    upstream = torch.randn(x.shape, generator=generator)
+    return x, upstream
+
+
+def make_layer(estimate):
+    torch.manual_seed(0)
+    layer = BatchChannelNorm2d(8, num_groups=4, momentum=0.3, estimate=estimate)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 1.5)
+        layer.bias.normal_()
+        layer.group_weight.uniform_(0.5, 1.5)
+        layer.group_bias.normal_()
+    return layer
+
+
+def train_steps(layer, rank_slice):
+    """Run STEPS forward/backward passes on this rank's slice; return what the test compares."""
+    outs, grads = [], []
+    for step in range(STEPS):
+        x, upstream = make_data(step)
+        x = x[rank_slice].clone().requires_grad_()
+        out = layer(x)
+        (out * upstream[rank_slice]).sum().backward()
+        outs.append(out.detach())
+        grads.append(x.grad)
+    params = {n: p.grad.clone() for n, p in layer.named_parameters()}
+    buffers = {n: b.clone() for n, b in layer.named_buffers()}
+    return dict(outs=outs, grads=grads, param_grads=params, buffers=buffers)
+
+
+def distributed_worker(rank, world_size, estimate):
+    start = sum(BATCH_SIZES[:rank])
+    layer = make_layer(estimate)
+    assert layer.synchronizes()
+    return train_steps(layer, slice(start, start + BATCH_SIZES[rank]))
+
+
+@pytest.mark.parametrize('estimate', [False, True], ids=['large-batch', 'micro-batch'])
+def test_two_processes_equal_one_process_on_the_concatenated_batch(estimate):
+    results = run_in_processes(distributed_worker, 2, estimate)
+    single = train_steps(make_layer(estimate), slice(None))
+
+    for step in range(STEPS):
+        torch.testing.assert_close(torch.cat([r['outs'][step] for r in results]),
+                                   single['outs'][step], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(torch.cat([r['grads'][step] for r in results]),
+                                   single['grads'][step], rtol=1e-4, atol=1e-5)
+    for name, grad in single['param_grads'].items():  # DDP sums (then averages) these
+        torch.testing.assert_close(sum(r['param_grads'][name] for r in results), grad,
+                                   rtol=1e-4, atol=1e-4)
+    for name, buffer in single['buffers'].items():
+        assert torch.equal(results[0]['buffers'][name], results[1]['buffers'][name]), name
+        torch.testing.assert_close(results[0]['buffers'][name], buffer, rtol=1e-5, atol=1e-6)
