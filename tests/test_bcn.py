@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import bcn_reference
 from torch import nn
 
 from mmbcn import BatchChannelNorm2d
-from reference import bcn_reference
 
 SHAPES_AND_GROUPS = [
     ((2, 8, 5, 7), 4),

@@ -3,9 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import weight_standardize_reference
 
 from mmbcn import WSConv2d, weight_standardize
-from reference import weight_standardize_reference
 
 
 @pytest.mark.parametrize('in_channels,out_channels,kernel,groups', [

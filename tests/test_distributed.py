@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from dist_utils import run_in_processes
+
 from mmbcn import BatchChannelNorm2d
 
 BATCH_SIZES = (3, 1)  # rank 0 holds 3 samples, rank 1 holds 1

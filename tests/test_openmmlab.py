@@ -3,10 +3,10 @@
 import pytest
 import torch
 from mmcv.cnn import build_conv_layer, build_norm_layer
-from mmcv.utils.parrots_wrapper import _BatchNorm
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbcn import BatchChannelNorm2d, WSConv2d, convert_sync_batchnorm, revert_sync_batchnorm
 

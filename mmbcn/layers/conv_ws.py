@@ -1,4 +1,4 @@
-"""Weight-standardized convolution, registered as ``'WSConv2d'`` (mmcv already owns ``'ConvWS'``)."""
+"""Weight-standardized convolution, registered as ``'WSConv2d'`` (mmcv owns ``'ConvWS'``)."""
 
 import torch
 from mmengine.registry import MODELS

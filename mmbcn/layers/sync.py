@@ -1,7 +1,7 @@
 """Converting BatchNorm layers to SyncBatchNorm without touching BCN layers."""
 
-from torch import nn
 from mmengine.model import revert_sync_batchnorm
+from torch import nn
 
 from .bcn import BatchChannelNorm2d
 
