@@ -1,0 +1,191 @@
+"""One train/test command line for mmdet and mmseg configs (``tools/train.py``, ``tools/test.py``).
+
+The options are those mmdet users know. Which codebase runs is read from the config's
+``default_scope`` (``'mmdet'`` or ``'mmseg'``); the differences between the two (how results
+are dumped and drawn) are kept in :data:`SCOPE_OPTIONS`, not in two drifting copies of the tools.
+"""
+
+import argparse
+import os
+import os.path as osp
+from typing import List, Optional
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmbcn  # noqa: F401  (registers BCN, WSConv2d and the hook)
+
+from .checkpoint import allow_training_checkpoints
+from .launcher import LAUNCHERS, init_distributed
+
+SCOPES = ('mmdet', 'mmseg')
+BCN_TYPES = ('BCN', 'BatchChannelNorm2d')
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_dataloader.batch_size=1')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
+                        help='how the processes were started (pytorch: torchrun)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description='Train an mmdet or mmseg model with mmbcn.')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from the given checkpoint, or with no value from the '
+                        'latest checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true', help='mixed precision (needs CUDA)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by total batch / auto_scale_lr.base_batch_size')
+    _common_arguments(parser)
+    return parser
+
+
+def test_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description='Evaluate an mmdet or mmseg checkpoint.')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='dump results: a .pkl file (mmdet) or a folder (mmseg)')
+    parser.add_argument('--show', action='store_true', help='show results in a window')
+    parser.add_argument('--show-dir', help='save drawn results to this folder')
+    parser.add_argument('--wait-time', type=float, default=2, help='seconds between --show images')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    _common_arguments(parser)
+    return parser
+
+
+def config_scope(cfg: Config) -> str:
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ValueError(f'The config sets default_scope={scope!r}; mmbcn tools run configs of '
+                         f'{SCOPES}. Inherit from an mmdet:: or mmseg:: config.')
+    return scope
+
+
+def uses_bcn(node) -> bool:
+    """Whether a config (sub)tree builds a BCN layer anywhere."""
+    if isinstance(node, dict):
+        return node.get('type') in BCN_TYPES or any(uses_bcn(v) for v in node.values())
+    if isinstance(node, (list, tuple)):
+        return any(uses_bcn(v) for v in node)
+    return False
+
+
+def load_config(args) -> Config:
+    """The config with the command line applied (work dir, launcher, overrides)."""
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    config_scope(cfg)
+    cfg.launcher = args.launcher
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if cfg.get('sync_bn') and uses_bcn(cfg.get('model')):
+        raise ValueError(
+            f"The config sets sync_bn={cfg.sync_bn!r}, which makes MMEngine replace every BN-like "
+            f"layer, BCN included, by a plain SyncBatchNorm (BCN's channel stage would be lost). "
+            f"BCN synchronizes its batch statistics itself (sync_stats=True): remove sync_bn, "
+            f"and use type='SyncBN' in the norm_cfg of any plain BN layers.")
+    return cfg
+
+
+def prepare_distributed(cfg: Config) -> None:
+    """Start the process group (gloo without CUDA) and fit the DDP wrapper to the device."""
+    init_distributed(cfg.launcher)
+    if dist.is_initialized() and not torch.cuda.is_available():
+        wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+        wrapper.setdefault('device_ids', None)  # a CPU module takes no device ids
+        wrapper.setdefault('broadcast_buffers', False)
+        wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+        cfg.model_wrapper_cfg = wrapper
+
+
+def build_runner(cfg: Config) -> Runner:
+    allow_training_checkpoints()
+    prepare_distributed(cfg)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def apply_train_options(cfg: Config, args) -> None:
+    if args.amp:
+        if not torch.cuda.is_available():
+            raise SystemExit('--amp needs a CUDA GPU (MMEngine\'s AmpOptimWrapper does not run '
+                             'on CPU); drop --amp on this machine.')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise SystemExit('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config.')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise SystemExit(f'--resume {args.resume}: no such checkpoint file.')
+        cfg.resume, cfg.load_from = True, args.resume
+
+
+def _mmdet_test_options(cfg: Config, args) -> None:
+    if args.out:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise SystemExit('--out must be a .pkl file for mmdet configs.')
+        dump = dict(type='DumpDetResults', out_file_path=args.out)
+        evaluators = cfg.test_evaluator
+        cfg.test_evaluator = [*evaluators, dump] if isinstance(evaluators, list) else [
+            evaluators, dump]
+    if args.show or args.show_dir:
+        hook = cfg.default_hooks.visualization
+        hook.update(draw=True, show=args.show, wait_time=args.wait_time)
+        if args.show_dir:
+            hook.test_out_dir = args.show_dir
+
+
+def _mmseg_test_options(cfg: Config, args) -> None:
+    if args.out:
+        cfg.test_evaluator.update(output_dir=args.out, keep_results=True)
+    if args.show or args.show_dir:
+        cfg.default_hooks.visualization.update(draw=True, show=args.show,
+                                               wait_time=args.wait_time)
+        if args.show_dir:
+            cfg.visualizer.save_dir = args.show_dir
+
+
+SCOPE_OPTIONS = {'mmdet': _mmdet_test_options, 'mmseg': _mmseg_test_options}
+
+
+def apply_test_options(cfg: Config, args) -> None:
+    cfg.load_from = args.checkpoint
+    SCOPE_OPTIONS[config_scope(cfg)](cfg, args)
+    if args.tta:
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise SystemExit('--tta needs tta_model and tta_pipeline in the config.')
+        cfg.model = dict(**cfg.tta_model, module=cfg.model)
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def train(argv: Optional[List[str]] = None) -> None:
+    args = train_parser().parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = load_config(args)
+    apply_train_options(cfg, args)
+    build_runner(cfg).train()
+
+
+def test(argv: Optional[List[str]] = None) -> dict:
+    args = test_parser().parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = load_config(args)
+    apply_test_options(cfg, args)
+    return build_runner(cfg).test()
