@@ -57,3 +57,4 @@ optim_wrapper = dict(optimizer=dict(lr=0.02))
 custom_hooks = [dict(type='BCNUpdateRateHook', policy='lr', rate=0.1)]
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(by_epoch=False, interval=100, max_keep_ckpts=2))
+randomness = dict(seed=0)  # the README's demo numbers come from this seed

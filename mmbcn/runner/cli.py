@@ -44,7 +44,7 @@ def train_parser() -> argparse.ArgumentParser:
                         'latest checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true', help='mixed precision (needs CUDA)')
     parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the learning rate by total batch / auto_scale_lr.base_batch_size')
+                        help='scale the lr by total batch size / auto_scale_lr.base_batch_size')
     _common_arguments(parser)
     return parser
 

@@ -1,0 +1,3 @@
+# As deeplabv3_r50-d8_syncbn_8xb2-20k_voc12aug-512x512.py, with a ResNet-101 backbone.
+_base_ = './deeplabv3_r50-d8_syncbn_8xb2-20k_voc12aug-512x512.py'
+model = dict(pretrained='checkpoints/resnet101_v1c_bn_imagenet.pth', backbone=dict(depth=101))

@@ -1,0 +1,62 @@
+"""The tools' command-line handling: clear errors for settings that would go wrong."""
+
+import os.path as osp
+
+import pytest
+
+from mmbcn.runner import cli
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+BCN_CONFIG = osp.join(ROOT, 'configs/mask_rcnn/mask-rcnn_r50_fpn_bcn-ws_8xb2-1x_coco.py')
+SEG_CONFIG = osp.join(
+    ROOT, 'configs/deeplabv3/deeplabv3_r50-d8_bcn-ws_8xb1-40k_voc12aug-512x512.py')
+
+
+def test_sync_bn_with_bcn_is_a_clear_error():
+    args = cli.train_parser().parse_args([BCN_CONFIG, '--cfg-options', 'sync_bn=torch'])
+    with pytest.raises(ValueError, match='BCN synchronizes its batch statistics itself'):
+        cli.load_config(args)
+
+
+def test_amp_without_cuda_is_a_clear_error():
+    args = cli.train_parser().parse_args([BCN_CONFIG, '--amp'])
+    cfg = cli.load_config(args)
+    with pytest.raises(SystemExit, match='--amp needs a CUDA GPU'):
+        cli.apply_train_options(cfg, args)
+
+
+def test_resume_from_a_missing_file_is_a_clear_error(tmp_path):
+    args = cli.train_parser().parse_args([BCN_CONFIG, '--resume', str(tmp_path / 'no.pth')])
+    with pytest.raises(SystemExit, match='no such checkpoint file'):
+        cli.apply_train_options(cli.load_config(args), args)
+
+
+def test_work_dir_defaults_to_the_config_name_and_resume_auto():
+    args = cli.train_parser().parse_args([SEG_CONFIG, '--resume', '--auto-scale-lr'])
+    cfg = cli.load_config(args)
+    cli.apply_train_options(cfg, args)
+    assert cfg.work_dir == osp.join('./work_dirs', osp.splitext(osp.basename(SEG_CONFIG))[0])
+    assert cfg.resume is True and cfg.load_from is None
+    assert cfg.auto_scale_lr.enable is True
+
+
+def test_test_options_per_codebase(tmp_path):
+    det = cli.test_parser().parse_args([BCN_CONFIG, 'c.pth', '--out', str(tmp_path / 'r.pkl'),
+                                        '--show-dir', str(tmp_path / 'vis')])
+    cfg = cli.load_config(det)
+    cli.apply_test_options(cfg, det)
+    assert cfg.load_from == 'c.pth'
+    assert cfg.test_evaluator[-1]['type'] == 'DumpDetResults'
+    assert cfg.default_hooks.visualization.test_out_dir == str(tmp_path / 'vis')
+
+    seg = cli.test_parser().parse_args([SEG_CONFIG, 'c.pth', '--out', str(tmp_path / 'out')])
+    cfg = cli.load_config(seg)
+    cli.apply_test_options(cfg, seg)
+    assert cfg.test_evaluator.output_dir == str(tmp_path / 'out')
+
+
+def test_non_openmmlab_config_is_a_clear_error(tmp_path):
+    config = tmp_path / 'plain.py'
+    config.write_text("model = dict(type='Foo')\n")
+    with pytest.raises(ValueError, match="mmbcn tools run configs of"):
+        cli.load_config(cli.train_parser().parse_args([str(config)]))
