@@ -28,6 +28,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .distributed import all_reduce_sum
 
@@ -55,19 +56,31 @@ def spatial_size(x: torch.Tensor) -> int:
 
 
 def sample_channel_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample, per-channel mean and biased variance over the spatial positions.
+    """Per-sample, per-channel mean and biased variance over the spatial positions (no autograd).
+
+    Computed with ATen's group-norm kernel with one channel per group and eps = 0, which returns
+    the mean and ``rstd = 1 / sqrt(var)`` of every (sample, channel) row; ``var = rstd^-2``
+    (0 for a constant row, where rstd is inf). On CPU this stable, vectorized kernel is several
+    times faster than ``torch.var_mean`` over the last dimension.
 
     Args:
         x: (N, C, *) input. Spatial dimensions may be absent (N, C), which counts as M = 1.
 
     Returns:
-        ``(mean, var)``, each (N, C), in float32 for low-precision inputs.
+        ``(mean, var)``, each (N, C), in float32 for low-precision inputs (else x's dtype).
     """
-    flat = x.reshape(x.shape[0], x.shape[1], spatial_size(x))
-    if flat.dtype in _LOW_PRECISION:
-        flat = flat.float()
-    var, mean = torch.var_mean(flat, dim=2, correction=0)
-    return mean, var
+    n, c = x.shape[:2]
+    rows = x.detach()
+    if rows.dtype in _LOW_PRECISION:
+        rows = rows.float()
+    if rows.numel() == 0:
+        empty = rows.new_zeros(n, c)
+        return empty, empty.clone()
+    if not (rows.dim() == 4 and rows.is_contiguous(memory_format=torch.channels_last)):
+        rows = rows.reshape(n, c, spatial_size(x)).contiguous()  # a view when contiguous
+    _, mean, rstd = torch.ops.aten.native_group_norm(rows, None, None, n, c, spatial_size(x), c,
+                                                     0.0)
+    return mean.reshape(n, c), rstd.reshape(n, c).pow(-2)
 
 
 def batch_moments(
@@ -157,10 +170,9 @@ def group_norm_affine(
 
 def apply_sample_channel_affine(x: torch.Tensor, coeff_a: torch.Tensor, coeff_b: torch.Tensor):
     """``x * A[n, c] + B[n, c]`` broadcast over the spatial positions, in x's dtype and layout."""
-    n, c = x.shape[:2]
-    flat = x.reshape(n, c, spatial_size(x))
-    out = torch.addcmul(coeff_b.unsqueeze(-1), flat, coeff_a.unsqueeze(-1))
-    return out.to(x.dtype).reshape(x.shape)
+    broadcast = x.shape[:2] + (1,) * (x.dim() - 2)
+    out = torch.addcmul(coeff_b.reshape(broadcast), x, coeff_a.reshape(broadcast))
+    return out.to(x.dtype)
 
 
 def batch_channel_norm(
@@ -213,9 +225,7 @@ def batch_channel_norm(
         process_group: the group whose global batch gives the statistics.
         synchronize: all-reduce the batch statistics over ``process_group``.
     """
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        sample_mean, sample_var = sample_channel_moments(x)
-        positions = spatial_size(x)
+    def coefficients(sample_mean, sample_var, weight, bias, group_weight, group_bias):
         dtype = sample_mean.dtype  # float32, or float64 for float64 inputs
 
         def cast(tensor):
@@ -223,7 +233,7 @@ def batch_channel_norm(
 
         if training:
             channel_mean, channel_var = _training_statistics(
-                sample_mean, sample_var, positions, running_mean, running_var, estimate,
+                sample_mean, sample_var, spatial_size(x), running_mean, running_var, estimate,
                 update_rate, process_group, synchronize)
         else:
             channel_mean, channel_var = cast(running_mean), cast(running_var)
@@ -233,10 +243,69 @@ def batch_channel_norm(
         channel_shift = -channel_mean * channel_scale
         if bias is not None:
             channel_shift = channel_shift + cast(bias)
-        coeff_a, coeff_b = group_norm_affine(
-            sample_mean, sample_var, channel_scale, channel_shift, num_groups,
-            cast(group_weight), cast(group_bias), eps)
-        return apply_sample_channel_affine(x, coeff_a, coeff_b)
+        return group_norm_affine(sample_mean, sample_var, channel_scale, channel_shift,
+                                 num_groups, cast(group_weight), cast(group_bias), eps)
+
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _SampleChannelAffineNorm.apply(x, coefficients, weight, bias, group_weight,
+                                              group_bias)
+
+
+class _SampleChannelAffineNorm(torch.autograd.Function):
+    """``out = x * A + B`` where (A, B) = coefficients(per-sample channel moments of x, params).
+
+    Forward: one moments pass over x, the O(N*C) coefficient maths (recorded by autograd on
+    small leaves), one pass writing the output. Saved for backward: x and the small graph.
+    Backward, with g the output gradient and M the spatial size:
+
+    * ``dL/dA[n, c] = sum_s g * x`` and ``dL/dB[n, c] = sum_s g`` (the reduction pass);
+    * autograd through the small graph gives dL/dm, dL/dv and the parameter gradients
+      (and all-reduces them across processes when the statistics were synchronized);
+    * ``dL/dx = g * A + dL/dm / M + dL/dv * 2 (x - m) / M`` (one pass writing the gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, x, coefficients, *params):
+        sample_mean, sample_var = sample_channel_moments(x)
+        sample_mean.requires_grad_()
+        sample_var.requires_grad_()
+        leaves = [None if p is None else p.detach().requires_grad_(p.requires_grad)
+                  for p in params]
+        with torch.enable_grad():
+            coeff_a, coeff_b = coefficients(sample_mean, sample_var, *leaves)
+        ctx.save_for_backward(x)
+        ctx.small_graph = (coeff_a, coeff_b, sample_mean, sample_var, leaves)
+        return apply_sample_channel_affine(x, coeff_a.detach(), coeff_b.detach())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        coeff_a, coeff_b, sample_mean, sample_var, leaves = ctx.small_graph
+        n, c = x.shape[:2]
+        positions = spatial_size(x)
+        flat_x = x.reshape(n, c, positions).to(coeff_a.dtype)
+        flat_grad = grad_out.reshape(n, c, positions).to(coeff_a.dtype)
+        grad_a = (flat_grad * flat_x).sum(dim=2)
+        grad_b = flat_grad.sum(dim=2)
+        trained = [p for p in leaves if p is not None and p.requires_grad]
+        wanted = [sample_mean, sample_var] + trained
+        # retain_graph: the small graph is O(N*C); keeping it allows backward to run twice.
+        grads = torch.autograd.grad((coeff_a, coeff_b), wanted, (grad_a, grad_b),
+                                    allow_unused=True, retain_graph=True)
+        grad_mean, grad_var = (torch.zeros_like(sample_mean) if g is None else g
+                               for g in grads[:2])
+        param_grads = iter(grads[2:])
+        grad_params = [next(param_grads) if p is not None and p.requires_grad else None
+                       for p in leaves]
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            slope = (2.0 / positions) * grad_var
+            offset = grad_mean / positions - slope * sample_mean.detach()
+            grad_x = torch.addcmul(offset.unsqueeze(-1), flat_x, slope.unsqueeze(-1))
+            grad_x.addcmul_(flat_grad, coeff_a.detach().unsqueeze(-1))
+            grad_x = grad_x.to(x.dtype).reshape(x.shape)
+        return (grad_x, None, *grad_params)
 
 
 def _training_statistics(sample_mean, sample_var, positions, running_mean, running_var,

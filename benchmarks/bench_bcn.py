@@ -1,0 +1,164 @@
+"""Benchmark: BCN against GroupNorm, BatchNorm and the naive BCN composition; Mask R-CNN steps.
+
+Prints, for detection/segmentation-sized activations, the forward+backward time and the bytes
+autograd saves for backward of
+
+* mmbcn's BCN (large-batch and micro-batch mode),
+* the naive composition (``nn.BatchNorm2d``, then ``F.group_norm``, then the per-group affine),
+* ``nn.GroupNorm`` and ``nn.BatchNorm2d``,
+
+with the ratio BCN / GroupNorm; then one Mask R-CNN R50-FPN training step (2 small images) with
+BCN+WS, GN+WS and BN, built from this repo's configs. All figures come from the same run.
+
+    python benchmarks/bench_bcn.py [--device cuda] [--quick]
+"""
+
+import argparse
+import os.path as osp
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmbcn import BatchChannelNorm2d
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SHAPES = [(2, 256, 200, 272), (2, 512, 100, 136), (2, 1024, 64, 64), (1, 2048, 33, 33)]
+QUICK_SHAPES = [(2, 256, 50, 68), (1, 2048, 9, 9)]
+GROUPS = 32
+
+
+class NaiveBCN(nn.Module):
+    """The composition BCN is usually written as: BatchNorm2d, then group norm, then affine."""
+
+    def __init__(self, channels, groups):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+        self.groups = groups
+        self.group_weight = nn.Parameter(torch.ones(1, groups, 1))
+        self.group_bias = nn.Parameter(torch.zeros(1, groups, 1))
+
+    def forward(self, x):
+        y = self.bn(x)
+        n = x.shape[0]
+        z = F.group_norm(y.reshape(n, self.groups, -1), self.groups)
+        return (z * self.group_weight + self.group_bias).reshape(x.shape)
+
+
+def layers(channels, device):
+    return {
+        'BCN large-batch': BatchChannelNorm2d(channels, GROUPS),
+        'BCN micro-batch': BatchChannelNorm2d(channels, GROUPS, estimate=True),
+        'naive BCN': NaiveBCN(channels, GROUPS),
+        'GroupNorm': nn.GroupNorm(GROUPS, channels),
+        'BatchNorm2d': nn.BatchNorm2d(channels),
+    }
+
+
+def saved_bytes(layer, x):
+    """Bytes of the distinct tensors autograd keeps for backward of one forward pass."""
+    storages = {}
+
+    def pack(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(x)
+    return sum(storages.values())
+
+
+def synchronize(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def time_forward_backward(layer, x, repeats):
+    grad = torch.randn_like(x)
+    times = []
+    for i in range(repeats + 1):
+        synchronize(x.device)
+        start = time.perf_counter()
+        layer(x).backward(grad)
+        synchronize(x.device)
+        if i:  # the first run warms up
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_layers(device, shapes, repeats):
+    print(f'\n## Normalization layers, forward + backward, {device.type}, median of {repeats}\n')
+    print('| shape (N, C, H, W) | layer | time ms | saved for backward MiB | time / GroupNorm |'
+          ' saved / GroupNorm |')
+    print('|---|---|---:|---:|---:|---:|')
+    for shape in shapes:
+        x = torch.randn(shape, device=device, requires_grad=True)
+        results = {}
+        for name, layer in layers(shape[1], device).items():
+            layer = layer.to(device).train()
+            results[name] = (time_forward_backward(layer, x, repeats), saved_bytes(layer, x))
+        base_time, base_bytes = results['GroupNorm']
+        for name, (seconds, nbytes) in results.items():
+            print(f'| {shape} | {name} | {seconds * 1e3:.1f} | {nbytes / 2**20:.1f} | '
+                  f'{seconds / base_time:.2f} | {nbytes / base_bytes:.2f} |')
+
+
+def bench_mask_rcnn(device, repeats, size):
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    init_default_scope('mmdet')
+    print(f'\n## Mask R-CNN R50-FPN training step, 2 images {size}x{size}, {device.type}, '
+          f'median of {repeats}\n')
+    print('| config | step s | step / GN+WS |')
+    print('|---|---:|---:|')
+    results = {}
+    for norm in ('bcn-ws', 'gn-ws', 'bn'):
+        path = f'configs/mask_rcnn/mask-rcnn_r50_fpn_{norm}_8xb2-1x_coco.py'
+        cfg = Config.fromfile(osp.join(ROOT, path))
+        cfg.model.backbone.init_cfg = None
+        torch.manual_seed(0)
+        model = MODELS.build(cfg.model).to(device).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+        packed = demo_mm_inputs(2, [[3, size, size]] * 2, num_items=[3, 3], num_classes=80,
+                                with_mask=True)
+        times = []
+        for i in range(repeats + 1):
+            data = model.data_preprocessor(packed, True)
+            synchronize(device)
+            start = time.perf_counter()
+            loss, _ = model.parse_losses(model(**data, mode='loss'))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            synchronize(device)
+            if i:
+                times.append(time.perf_counter() - start)
+        results[norm] = statistics.median(times)
+    for norm, seconds in results.items():
+        print(f'| {norm} | {seconds:.2f} | {seconds / results["gn-ws"]:.2f} |')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--quick', action='store_true', help='small shapes, for a smoke run')
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--image-size', type=int, default=320)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor()
+    print(f'# mmbcn benchmark: torch {torch.__version__}, {device.type} ({where or "cpu"}), '
+          f'{torch.get_num_threads()} threads')
+    bench_layers(device, QUICK_SHAPES if args.quick else SHAPES, args.repeats)
+    bench_mask_rcnn(device, 1 if args.quick else args.repeats,
+                    128 if args.quick else args.image_size)
+
+
+if __name__ == '__main__':
+    main()
