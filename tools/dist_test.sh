@@ -1,17 +1,6 @@
 #!/usr/bin/env bash
 # Distributed evaluation with torchrun: tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCESSES [options]
-# One node by default; several with NNODES, NODE_RANK, MASTER_ADDR, PORT set on every node.
-# Without GPUs the processes use gloo on CPU (same code path as on GPUs).
+# (multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT; see torchrun.sh)
 set -euo pipefail
-CONFIG=$1
-CHECKPOINT=$2
-NPROC=$3
-shift 3
 HERE=$(cd "$(dirname "$0")" && pwd)
-PYTHON=${PYTHON:-$( [ -x "$HERE/../.venv/bin/python" ] && echo "$HERE/../.venv/bin/python" || echo python)}
-PYTHONPATH="$HERE/..:${PYTHONPATH:-}" OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} \
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
-    --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \
-    --nproc_per_node="$NPROC" \
-    "$HERE/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"
+exec bash "$HERE/torchrun.sh" "$3" "$HERE/test.py" "$1" "$2" "${@:4}"
