@@ -7,7 +7,8 @@ autograd saves for backward of
 * the naive composition (``nn.BatchNorm2d``, then ``F.group_norm``, then the per-group affine),
 * ``nn.GroupNorm`` and ``nn.BatchNorm2d``,
 
-with the ratio BCN / GroupNorm; then one Mask R-CNN R50-FPN training step (2 small images) with
+with the ratio BCN / GroupNorm; then a 3x3 ``WSConv2d`` against ``nn.Conv2d``; then one
+Mask R-CNN R50-FPN training step (2 small images) with
 BCN+WS, GN+WS and BN, built from this repo's configs. All figures come from the same run.
 
     python benchmarks/bench_bcn.py [--device cuda] [--quick]
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmbcn import BatchChannelNorm2d
+from mmbcn import BatchChannelNorm2d, WSConv2d
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHAPES = [(2, 256, 200, 272), (2, 512, 100, 136), (2, 1024, 64, 64), (1, 2048, 33, 33)]
@@ -106,6 +107,22 @@ def bench_layers(device, shapes, repeats):
                   f'{seconds / base_time:.2f} | {nbytes / base_bytes:.2f} |')
 
 
+def bench_ws_conv(device, shapes, repeats):
+    print(f'\n## 3x3 convolution, forward + backward, {device.type}, median of {repeats}\n')
+    print('| input (N, C, H, W) | conv | time ms | time / Conv2d |')
+    print('|---|---|---:|---:|')
+    for shape in shapes:
+        x = torch.randn(shape, device=device, requires_grad=True)
+        channels = shape[1]
+        times = {}
+        for name, cls in (('Conv2d', nn.Conv2d), ('WSConv2d', WSConv2d)):
+            torch.manual_seed(0)
+            conv = cls(channels, channels, 3, padding=1, bias=False).to(device)
+            times[name] = time_forward_backward(conv, x, repeats)
+        for name, seconds in times.items():
+            print(f'| {shape} | {name} | {seconds * 1e3:.1f} | {seconds / times["Conv2d"]:.2f} |')
+
+
 def bench_mask_rcnn(device, repeats, size):
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
@@ -156,6 +173,8 @@ def main():
     print(f'# mmbcn benchmark: torch {torch.__version__}, {device.type} ({where or "cpu"}), '
           f'{torch.get_num_threads()} threads')
     bench_layers(device, QUICK_SHAPES if args.quick else SHAPES, args.repeats)
+    bench_ws_conv(device, [(2, 256, 50, 68)] if args.quick else [(2, 256, 100, 136)],
+                  args.repeats)
     bench_mask_rcnn(device, 1 if args.quick else args.repeats,
                     128 if args.quick else args.image_size)
 

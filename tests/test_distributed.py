@@ -66,3 +66,28 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(estimate):
     for name, buffer in single['buffers'].items():
         assert torch.equal(results[0]['buffers'][name], results[1]['buffers'][name]), name
         torch.testing.assert_close(results[0]['buffers'][name], buffer, rtol=1e-5, atol=1e-6)
+
+
+def different_image_sizes_worker(rank, world_size):
+    generator = torch.Generator().manual_seed(7)
+    images = [torch.randn(2, 8, 6, 5, generator=generator) * 3 + 1,
+              torch.randn(1, 8, 3, 9, generator=generator) - 2]  # rank 1: other size and count
+    layer = make_layer(estimate=False)
+    layer(images[rank])
+    return dict(running_mean=layer.running_mean, running_var=layer.running_var)
+
+
+def test_statistics_are_those_of_all_values_when_image_sizes_differ():
+    results = run_in_processes(different_image_sizes_worker, 2)
+    generator = torch.Generator().manual_seed(7)
+    images = [torch.randn(2, 8, 6, 5, generator=generator) * 3 + 1,
+              torch.randn(1, 8, 3, 9, generator=generator) - 2]
+    values = torch.cat([x.transpose(0, 1).reshape(8, -1) for x in images], dim=1).double()
+    momentum = 0.3
+    expected_mean = momentum * values.mean(1)
+    expected_var = (1 - momentum) + momentum * values.var(1, correction=1)
+    for result in results:
+        torch.testing.assert_close(result['running_mean'].double(), expected_mean, rtol=1e-5,
+                                   atol=1e-6)
+        torch.testing.assert_close(result['running_var'].double(), expected_var, rtol=1e-5,
+                                   atol=1e-6)
