@@ -1,0 +1,37 @@
+"""Backbones the converted checkpoints are meant for, and file-level conversion."""
+
+import torch
+
+from .authors import check_fits, convert_authors_bcn_ws, read_checkpoint
+
+BCN_CFG = dict(type='BCN', num_groups=32, requires_grad=True)
+WS_CFG = dict(type='WSConv2d')
+ARCHS = {
+    'resnet50': dict(type='ResNet', depth=50),
+    'resnet101': dict(type='ResNet', depth=101),
+    'resnext50': dict(type='ResNeXt', depth=50, groups=32, base_width=4),
+}
+
+
+def build_bcn_ws_backbone(arch: str, num_groups: int = 32):
+    """The mmdet backbone a converted ``arch`` checkpoint loads into (BCN + WSConv2d)."""
+    if arch not in ARCHS:
+        raise ValueError(f'--arch must be one of {sorted(ARCHS)}, got {arch!r}.')
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    cfg = dict(ARCHS[arch], norm_cfg=dict(BCN_CFG, num_groups=num_groups), conv_cfg=WS_CFG,
+               norm_eval=False, out_indices=(0, 1, 2, 3))
+    return MODELS.build(cfg)
+
+
+def convert_file(source: str, destination: str, arch: str) -> dict:
+    """Convert an authors' BCN+WS checkpoint file, check it against ``arch``, save it.
+
+    Returns a summary: the number of tensors written and the keys dropped.
+    """
+    converted, dropped = convert_authors_bcn_ws(read_checkpoint(source))
+    groups = next(v.numel() for k, v in converted.items() if k.endswith('.group_weight'))
+    check_fits(converted, build_bcn_ws_backbone(arch, groups), f'an mmdet {arch} (BCN + WS)')
+    torch.save(dict(state_dict=converted, meta=dict(source=source, arch=arch)), destination)
+    return dict(tensors=len(converted), dropped=dropped, num_groups=groups)
