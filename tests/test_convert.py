@@ -131,3 +131,18 @@ def test_truncated_file_is_a_clear_error(authors_checkpoint, tmp_path):
     truncated.write_bytes(path.read_bytes()[:100000])
     with pytest.raises(CheckpointLayoutError, match='truncated'):
         read_checkpoint(str(truncated))
+
+
+@pytest.mark.parametrize('config', [
+    'configs/mask_rcnn/mask-rcnn_r50_fpn_bcn-ws_8xb2-1x_coco.py',
+    'configs/deeplabv3/deeplabv3_r50-d8_bcn-ws_8xb2-20k_voc12aug-512x512.py',
+])
+def test_converted_checkpoint_loads_into_the_backbones_of_our_configs(authors_checkpoint,
+                                                                       tmp_path, config):
+    from mmengine.config import Config
+    from test_configs import ROOT, build_model
+    _, path = authors_checkpoint
+    convert_file(str(path), str(tmp_path / 'converted.pth'), 'resnet50')
+    backbone = build_model(Config.fromfile(f'{ROOT}/{config}')).backbone
+    result = backbone.load_state_dict(read_checkpoint(str(tmp_path / 'converted.pth')))
+    assert not result.missing_keys and not result.unexpected_keys

@@ -18,7 +18,9 @@ pretrained = 'checkpoints/resnet50_bcn-ws_imagenet.pth'
 
 model = dict(
     pretrained=pretrained,
-    backbone=dict(norm_cfg=norm_cfg, conv_cfg=conv_cfg, norm_eval=False),
+    # mmseg's ResNet with the plain 7x7 stem (not ResNetV1c's deep stem): the authors' ImageNet
+    # BCN+WS weights (tools/convert_checkpoint.py) have that stem.
+    backbone=dict(type='ResNet', norm_cfg=norm_cfg, conv_cfg=conv_cfg, norm_eval=False),
     decode_head=dict(norm_cfg=norm_cfg, conv_cfg=conv_cfg),
     auxiliary_head=dict(norm_cfg=norm_cfg, conv_cfg=conv_cfg))
 train_dataloader = dict(batch_size=2)
