@@ -9,7 +9,8 @@ autograd saves for backward of
 
 with the ratio BCN / GroupNorm; then a 3x3 ``WSConv2d`` against ``nn.Conv2d``; then one
 Mask R-CNN R50-FPN training step (2 small images) with
-BCN+WS, GN+WS and BN, built from this repo's configs. All figures come from the same run.
+BCN+WS, GN+WS and BN, built from this repo's configs; then DeepLabV3 R50 inference after
+``mmbcn.deploy.deploy_model`` with each norm. All figures come from the same run.
 
     python benchmarks/bench_bcn.py [--device cuda] [--quick]
 """
@@ -161,6 +162,42 @@ def bench_mask_rcnn(device, repeats, size):
         print(f'| {norm} | {seconds:.2f} | {seconds / results["gn-ws"]:.2f} |')
 
 
+def bench_deployed_inference(device, repeats, size):
+    """DeepLabV3 R50 inference after mmbcn.deploy: BCN+WS vs GN+WS vs BN (same run)."""
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from mmbcn.deploy import deploy_model
+    init_default_scope('mmseg')
+    print(f'\n## DeepLabV3 R50-D8 inference after deploy_model, 1 image {size}x{size}, '
+          f'{device.type}, median of {repeats}\n')
+    print('| config | forward ms | / GN+WS |')
+    print('|---|---:|---:|')
+    results = {}
+    for norm in ('bcn-ws', 'gn-ws', 'syncbn'):
+        path = f'configs/deeplabv3/deeplabv3_r50-d8_{norm}_8xb2-20k_voc12aug-512x512.py'
+        cfg = Config.fromfile(osp.join(ROOT, path))
+        cfg.model.pretrained = None
+        model = revert_sync_batchnorm(MODELS.build(cfg.model)).to(device)
+        model.eval()
+        deploy_model(model)
+        x = torch.randn(1, 3, size, size, device=device)
+        times = []
+        with torch.no_grad():
+            for i in range(repeats + 1):
+                synchronize(device)
+                start = time.perf_counter()
+                model._forward(x)
+                synchronize(device)
+                if i:
+                    times.append(time.perf_counter() - start)
+        results[norm] = statistics.median(times)
+    for norm, seconds in results.items():
+        print(f'| {norm} | {seconds * 1e3:.1f} | {seconds / results["gn-ws"]:.3f} |')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu')
@@ -177,6 +214,7 @@ def main():
                   args.repeats)
     bench_mask_rcnn(device, 1 if args.quick else args.repeats,
                     128 if args.quick else args.image_size)
+    bench_deployed_inference(device, 3 if args.quick else 10, 128 if args.quick else 256)
 
 
 if __name__ == '__main__':

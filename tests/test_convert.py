@@ -146,3 +146,31 @@ def test_converted_checkpoint_loads_into_the_backbones_of_our_configs(authors_ch
     backbone = build_model(Config.fromfile(f'{ROOT}/{config}')).backbone
     result = backbone.load_state_dict(read_checkpoint(str(tmp_path / 'converted.pth')))
     assert not result.missing_keys and not result.unexpected_keys
+
+
+def build_mmdet_resnet50(norm_cfg, conv_cfg=None):
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    return MODELS.build(dict(type='ResNet', depth=50, norm_cfg=norm_cfg, conv_cfg=conv_cfg))
+
+
+def test_bn_checkpoint_loads_with_only_the_channel_stage_fresh():
+    from mmbcn.convert import load_matching
+    bn_state = build_mmdet_resnet50(dict(type='BN')).state_dict()
+    backbone = build_bcn_ws_backbone('resnet50')
+    result = load_matching(backbone, bn_state)
+    assert result['unused'] == [] and result['mis_shaped'] == []
+    assert result['fresh'] and all(k.endswith(('group_weight', 'group_bias'))
+                                   for k in result['fresh'])
+    assert torch.equal(backbone.layer1[0].bn1.running_var, bn_state['layer1.0.bn1.running_var'])
+
+
+def test_gn_ws_checkpoint_loads_its_convs_and_reports_its_gn_layers():
+    from mmbcn.convert import load_matching
+    gn_state = build_mmdet_resnet50(dict(type='GN', num_groups=32),
+                                    dict(type='ConvWS')).state_dict()
+    result = load_matching(build_bcn_ws_backbone('resnet50'), gn_state)
+    assert 'layer4.2.conv3.weight' in result['loaded']
+    assert 'layer1.0.gn1.weight' in result['unused']
+    assert 'layer1.0.bn1.running_mean' in result['fresh']

@@ -88,3 +88,31 @@ def test_deeplabv3_from_config_gives_the_same_outputs():
         deploy_model(model)
         assert_deployed(model)
         torch.testing.assert_close(model._forward(x), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_deployed_deeplabv3_exports_to_onnx_whole(tmp_path):
+    from mmbcn.export import TensorForward, export_onnx, onnxruntime_max_error
+    cfg = Config.fromfile(SEG_CONFIG)
+    cfg.model.pretrained = None
+    model = deploy_model(randomize_bcn(build_model(cfg)))
+    segmentor = TensorForward(model)
+    path = export_onnx(segmentor, torch.randn(1, 3, 64, 64), str(tmp_path / 'seg.onnx'))
+    assert onnxruntime_max_error(path, segmentor, torch.randn(1, 3, 96, 80)) < 1e-3  # dynamic
+
+
+def test_deploy_tool_exports_mask_rcnn_backbone(tmp_path):
+    import subprocess
+    import sys
+    cfg = Config.fromfile(DET_CONFIG)
+    cfg.model.backbone.init_cfg = None
+    model = randomize_bcn(build_model(cfg))
+    torch.save(dict(state_dict=model.state_dict()), tmp_path / 'trained.pth')
+    result = subprocess.run(
+        [sys.executable, f'{ROOT}/tools/deploy.py', DET_CONFIG, str(tmp_path / 'trained.pth'),
+         '--onnx', str(tmp_path / 'backbone.onnx'), '--shape', '64', '96', '--out',
+         str(tmp_path / 'deployed.pth')], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    error = float(result.stdout.split('max abs difference')[1].split()[0])
+    assert error < 1e-3
+    deployed = torch.load(tmp_path / 'deployed.pth', weights_only=False)
+    assert_deployed(deployed)

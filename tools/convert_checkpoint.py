@@ -1,6 +1,7 @@
 """Convert the authors' ImageNet BCN+WS checkpoint for mmdet/mmseg ResNet backbones.
 
     python tools/convert_checkpoint.py SRC.pth DST.pth --arch resnet50
+    python tools/convert_checkpoint.py SRC.pth --report --arch resnet50   # BN / GN+WS files
 
 The result loads with no missing or unexpected keys into mmdet's ResNet/ResNeXt (and mmseg's
 ResNet, same names) built with norm_cfg=dict(type='BCN') and conv_cfg=dict(type='WSConv2d').
@@ -9,15 +10,37 @@ ResNet, same names) built with norm_cfg=dict(type='BCN') and conv_cfg=dict(type=
 import argparse
 import sys
 
-from mmbcn.convert import ARCHS, CheckpointLayoutError, convert_file
+from mmbcn.convert import (
+    ARCHS,
+    CheckpointLayoutError,
+    build_bcn_ws_backbone,
+    convert_file,
+    load_matching,
+    read_checkpoint,
+)
+
+
+def report(source, arch):
+    """What of a BN or GN+WS checkpoint loads into a BCN+WS backbone, and what starts fresh."""
+    result = load_matching(build_bcn_ws_backbone(arch), read_checkpoint(source))
+    for label in ('loaded', 'fresh', 'unused', 'mis_shaped'):
+        keys = result[label]
+        shown = ', '.join(keys[:8]) + (' ...' if len(keys) > 8 else '')
+        print(f'{label}: {len(keys)}' + (f' ({shown})' if keys and label != 'loaded' else ''))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('source', help="the authors' checkpoint (.pth / .pth.tar)")
-    parser.add_argument('destination', help='where to write the converted checkpoint')
+    parser.add_argument('destination', nargs='?', help='where to write the converted checkpoint')
+    parser.add_argument('--report', action='store_true',
+                        help='only report what of SRC (e.g. a BN or GN+WS checkpoint) loads')
     parser.add_argument('--arch', required=True, choices=sorted(ARCHS))
     args = parser.parse_args(argv)
+    if args.report:
+        return report(args.source, args.arch)
+    if args.destination is None:
+        parser.error('give DESTINATION, or --report')
     try:
         summary = convert_file(args.source, args.destination, args.arch)
     except CheckpointLayoutError as error:

@@ -25,6 +25,28 @@ def build_bcn_ws_backbone(arch: str, num_groups: int = 32):
     return MODELS.build(cfg)
 
 
+def load_matching(model: torch.nn.Module, state_dict: dict) -> dict:
+    """Load the tensors of ``state_dict`` whose name and shape match ``model``; report the rest.
+
+    For BN checkpoints (torchvision / open-mmlab ResNets) into a BCN+WS backbone, everything loads
+    but the channel stage (``group_weight`` / ``group_bias``, left at identity). For mmdet's
+    GN+WS checkpoints the convs load; their GN layers (``gn1``, ...) have per-channel affines with
+    no exact place in BCN and are reported as unused.
+
+    Returns:
+        ``dict(loaded=[...], fresh=[...], unused=[...], mis_shaped=[...])``, key names sorted.
+    """
+    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
+                  for k, v in state_dict.items()}
+    expected = model.state_dict()
+    loaded = sorted(k for k in expected if k in state_dict
+                    and state_dict[k].shape == expected[k].shape)
+    mis_shaped = sorted(k for k in expected if k in state_dict and k not in loaded)
+    model.load_state_dict({k: state_dict[k] for k in loaded}, strict=False)
+    return dict(loaded=loaded, fresh=sorted(set(expected) - set(loaded)),
+                unused=sorted(set(state_dict) - set(expected)), mis_shaped=mis_shaped)
+
+
 def convert_file(source: str, destination: str, arch: str) -> dict:
     """Convert an authors' BCN+WS checkpoint file, check it against ``arch``, save it.
 
