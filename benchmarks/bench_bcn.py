@@ -31,6 +31,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHAPES = [(2, 256, 200, 272), (2, 512, 100, 136), (2, 1024, 64, 64), (1, 2048, 33, 33)]
 QUICK_SHAPES = [(2, 256, 50, 68), (1, 2048, 9, 9)]
 GROUPS = 32
+PARTS = ['layers', 'conv', 'mask-rcnn', 'deploy']
 
 
 class NaiveBCN(nn.Module):
@@ -204,17 +205,23 @@ def main():
     parser.add_argument('--quick', action='store_true', help='small shapes, for a smoke run')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--image-size', type=int, default=320)
+    parser.add_argument('--only', nargs='+', choices=PARTS, default=PARTS,
+                        help='the parts to run (default: all)')
     args = parser.parse_args()
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor()
     print(f'# mmbcn benchmark: torch {torch.__version__}, {device.type} ({where or "cpu"}), '
           f'{torch.get_num_threads()} threads')
-    bench_layers(device, QUICK_SHAPES if args.quick else SHAPES, args.repeats)
-    bench_ws_conv(device, [(2, 256, 50, 68)] if args.quick else [(2, 256, 100, 136)],
-                  args.repeats)
-    bench_mask_rcnn(device, 1 if args.quick else args.repeats,
-                    128 if args.quick else args.image_size)
-    bench_deployed_inference(device, 3 if args.quick else 10, 128 if args.quick else 256)
+    if 'layers' in args.only:
+        bench_layers(device, QUICK_SHAPES if args.quick else SHAPES, args.repeats)
+    if 'conv' in args.only:
+        bench_ws_conv(device, [(2, 256, 50, 68)] if args.quick else [(2, 256, 100, 136)],
+                      args.repeats)
+    if 'mask-rcnn' in args.only:
+        bench_mask_rcnn(device, 1 if args.quick else args.repeats,
+                        128 if args.quick else args.image_size)
+    if 'deploy' in args.only:
+        bench_deployed_inference(device, 3 if args.quick else 10, 128 if args.quick else 256)
 
 
 if __name__ == '__main__':
