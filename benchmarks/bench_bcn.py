@@ -16,6 +16,7 @@ BCN+WS, GN+WS and BN, built from this repo's configs; then DeepLabV3 R50 inferen
 """
 
 import argparse
+import os
 import os.path as osp
 import platform
 import statistics
@@ -51,10 +52,33 @@ class NaiveBCN(nn.Module):
         return (z * self.group_weight + self.group_bias).reshape(x.shape)
 
 
+class WithoutTriton(nn.Module):
+    """Runs a layer with the PyTorch-ops passes (``MMBCN_TRITON=0``) instead of Triton kernels."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        previous = os.environ.get('MMBCN_TRITON')
+        os.environ['MMBCN_TRITON'] = '0'
+        try:
+            return self.layer(x)
+        finally:
+            if previous is None:
+                del os.environ['MMBCN_TRITON']
+            else:
+                os.environ['MMBCN_TRITON'] = previous
+
+
 def layers(channels, device):
+    extra = {}
+    if device.type == 'cuda':
+        extra['BCN large-batch, PyTorch ops'] = WithoutTriton(BatchChannelNorm2d(channels, GROUPS))
     return {
         'BCN large-batch': BatchChannelNorm2d(channels, GROUPS),
         'BCN micro-batch': BatchChannelNorm2d(channels, GROUPS, estimate=True),
+        **extra,
         'naive BCN': NaiveBCN(channels, GROUPS),
         'GroupNorm': nn.GroupNorm(GROUPS, channels),
         'BatchNorm2d': nn.BatchNorm2d(channels),

@@ -1,9 +1,12 @@
-"""The layers on CUDA against the same layers on CPU."""
+"""The layers on CUDA: against the same layers on CPU, the float64 reference, and the Triton
+kernels against the PyTorch-ops passes at detection-sized shapes."""
 
 import pytest
 import torch
+from test_bcn import make_layer, reference_of
 
 from mmbcn import BatchChannelNorm2d, WSConv2d
+from mmbcn.layers import torch_passes
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 
@@ -21,6 +24,52 @@ def test_bcn_cuda_matches_cpu(estimate):
     torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(x_gpu.grad.cpu(), x_cpu.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(gpu.running_var.cpu(), cpu.running_var, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('mode', ['large', 'micro', 'eval'])
+@pytest.mark.parametrize('shape,groups', [((2, 64, 50, 68), 32), ((1, 256, 9, 9), 32),
+                                          ((3, 16, 1, 1), 8)])
+def test_bcn_cuda_matches_float64_reference(mode, shape, groups):
+    layer = make_layer(shape[1], groups, mode)
+    x = torch.randn(shape) * 2 + 0.5
+    x64 = x.double().requires_grad_()
+    ref_out, ref_mean, ref_var, ref_params = reference_of(layer, x64, mode)
+    layer.cuda()
+    x_gpu = x.cuda().requires_grad_()
+    upstream = torch.randn(shape)
+    out = layer(x_gpu)
+    (out * upstream.cuda()).sum().backward()
+    (ref_out * upstream.double()).sum().backward()
+    torch.testing.assert_close(out.double().cpu(), ref_out, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(layer.running_var.double().cpu(), ref_var, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x_gpu.grad.double().cpu(), x64.grad, rtol=1e-3, atol=1e-3)
+    for name, ref_param in ref_params.items():
+        torch.testing.assert_close(getattr(layer, name).grad.double().cpu(), ref_param.grad,
+                                   rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('shape', [(2, 256, 200, 272), (1, 2048, 33, 33), (2, 8, 3, 5)])
+def test_triton_passes_match_pytorch_passes_on_cuda(shape, dtype):
+    triton_passes = pytest.importorskip('mmbcn.layers.triton_passes', reason='needs Triton')
+    x = (torch.randn(shape, device='cuda') * 3 + 10).to(dtype)
+    grad = torch.randn(shape, device='cuda').to(dtype)
+    n, c = shape[:2]
+    coeff_a, coeff_b, slope, offset = torch.randn(4, n, c, device='cuda')
+    loose = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    mean, var = triton_passes.row_moments(x)
+    ref_mean, ref_var = torch_passes.row_moments(x)
+    torch.testing.assert_close(mean, ref_mean, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(var, ref_var, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(triton_passes.apply_affine(x, coeff_a, coeff_b),
+                               torch_passes.apply_affine(x, coeff_a, coeff_b), **loose)
+    for got, want in zip(triton_passes.grad_row_sums(grad, x, ref_mean),
+                         torch_passes.grad_row_sums(grad, x, ref_mean)):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2)
+    torch.testing.assert_close(
+        triton_passes.grad_input(grad, x, coeff_a, slope, ref_mean, offset),
+        torch_passes.grad_input(grad, x, coeff_a, slope, ref_mean, offset), **loose)
+
 
 def test_bcn_cuda_autocast_half():
     layer = BatchChannelNorm2d(32, 4).cuda()

@@ -43,7 +43,10 @@ class BCNSettings:
 def passes_for(x: torch.Tensor):
     """The module of passes to use for x: Triton kernels where they apply, else PyTorch ops."""
     if x.is_cuda:
-        from . import triton_passes
+        try:
+            from . import triton_passes
+        except ImportError:  # no Triton: PyTorch ops
+            return torch_passes
         if triton_passes.supports(x):
             return triton_passes
     return torch_passes

@@ -1,4 +1,4 @@
-"""The batch stage's statistics: batch moments from per-sample moments, and the running estimates."""
+"""The batch stage's statistics: batch moments from per-sample moments; the running estimates."""
 
 from typing import NamedTuple
 

@@ -98,7 +98,7 @@ def row_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def grad_row_sums(grad: torch.Tensor, x: torch.Tensor,
                   mean: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(sum_s grad * (x - mean), sum_s grad)`` per (sample, channel), in one pass, no temporary."""
+    """``(sum_s grad * (x - mean), sum_s grad)`` per (sample, channel): one pass, no temporary."""
     n, c = x.shape[:2]
     dtype = mean.dtype
     if x.dtype != dtype:
