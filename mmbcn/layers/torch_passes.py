@@ -50,9 +50,9 @@ def _centered_row_sums(grad, x, mean):
     inverse std of 1 computes exactly these as its weight and bias gradients, in one pass that
     allocates nothing activation-sized when the input gradient is not asked for.
     """
-    ones = torch.ones_like(mean)
+    ones = torch.ones_like(mean)  # the inverse std, and a weight (CUDA's kernel needs one)
     _, centered_sum, total = torch.ops.aten.native_batch_norm_backward(
-        grad, x, None, None, None, mean, ones, True, 0.0, [False, True, True])
+        grad, x, ones, None, None, mean, ones, True, 0.0, [False, True, True])
     return centered_sum, total
 
 
