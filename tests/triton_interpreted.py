@@ -1,4 +1,7 @@
-"""Run the Triton passes under Triton's CPU interpreter against the PyTorch-ops passes.
+"""Run BCN's Triton kernels under Triton's CPU interpreter.
+
+The passes are checked against the PyTorch-ops passes, the coefficient kernels
+(:mod:`mmbcn.layers.triton_coefficients`) against :class:`PyTorchCoefficients` run in float64.
 
 Started by tests/test_triton_passes.py in a fresh process, because ``TRITON_INTERPRET`` must be
 set before the kernels are defined. Exits non-zero (an AssertionError) on a mismatch.
@@ -9,8 +12,10 @@ import os
 os.environ['TRITON_INTERPRET'] = '1'
 
 import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
 
-from mmbcn.layers import torch_passes, triton_passes  # noqa: E402
+from mmbcn.layers import torch_passes, triton_coefficients, triton_passes  # noqa: E402
+from mmbcn.layers.fused import BCNSettings, Params, PyTorchCoefficients  # noqa: E402
 
 # (shape, dtype): rows shorter and longer than a block, several segments, a 1-position row.
 CASES = [((2, 6, 37, 41), torch.float32), ((1, 3, 3000), torch.float32),
@@ -18,7 +23,7 @@ CASES = [((2, 6, 37, 41), torch.float32), ((1, 3, 3000), torch.float32),
          ((2, 4, 9, 7), torch.bfloat16)]
 
 
-def check(shape, dtype):
+def check_passes(shape, dtype):
     generator = torch.Generator().manual_seed(0)
     x = (torch.randn(shape, generator=generator) * 3 + 10).to(dtype)
     grad = torch.randn(shape, generator=generator).to(dtype)
@@ -47,6 +52,52 @@ def check(shape, dtype):
     print(f'{shape} {dtype}: ok')
 
 
+# (shape, groups, training, estimate, affine, synchronize): all three statistics sources, no
+# affine, 1x1 maps, one sample, one group, several segments per row, the all-reduce paths.
+COEFFICIENT_CASES = [
+    ((2, 6, 37, 41), 3, True, False, True, False), ((2, 6, 37, 41), 3, True, True, True, False),
+    ((1, 4, 3000), 2, False, True, False, False), ((3, 8, 5, 5), 2, True, False, False, False),
+    ((3, 4, 1, 1), 2, True, False, True, False), ((5, 16, 2, 2), 1, True, True, True, False),
+    ((2, 6, 37, 41), 3, True, False, True, True), ((2, 6, 37, 41), 3, True, True, True, True)]
+
+
+def coefficients_and_grads(maths, x, grad, params, running, groups, training, estimate,
+                           synchronize):
+    """A, B, the running statistics after the step, slope, offset and the parameter grads."""
+    settings = BCNSettings(running[0].clone(), running[1].clone(), groups, training, estimate,
+                           0.1, 1e-5, None, synchronize)
+    coeff_a, coeff_b, saved = maths.forward_coefficients(x, params, settings)
+    slope, offset, grads = maths.backward_coefficients(grad, x, params, saved, settings)
+    return [coeff_a, coeff_b, settings.running_mean, settings.running_var, slope, offset,
+            *(g for g in grads if g is not None)]
+
+
+def check_coefficients(shape, groups, training, estimate, affine, synchronize):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator) * 3 + 10
+    grad = torch.randn(shape, generator=generator)
+    c = shape[1]
+    params = Params(*(torch.randn(size, generator=generator) if affine else None
+                      for size in (c, c, groups, groups)))
+    running = torch.randn(c, generator=generator), torch.rand(c, generator=generator) + 0.5
+    mode = (groups, training, estimate, synchronize)
+    got = coefficients_and_grads(triton_coefficients, x, grad, params, running, *mode)
+    want = coefficients_and_grads(
+        PyTorchCoefficients(torch_passes), x.double(), grad.double(),
+        Params(*(None if p is None else p.double() for p in params)),
+        [r.double() for r in running], *mode)
+    assert len(got) == len(want) == (10 if affine else 6)
+    for index, (value, reference) in enumerate(zip(got, want)):
+        error = (value.double() - reference).abs().max() / reference.abs().max().clamp_min(1e-6)
+        assert error < 1e-4, f'{shape} {mode}: output {index} off by {error:.2e} (relative)'
+    print(f'{shape} {mode}: ok')
+
+
 if __name__ == '__main__':
     for case in CASES:
-        check(*case)
+        check_passes(*case)
+    # A one-process group: the synchronizing paths run their all-reduce for real.
+    dist.init_process_group('gloo', init_method='tcp://127.0.0.1:0', rank=0, world_size=1)
+    for case in COEFFICIENT_CASES:
+        check_coefficients(*case)
+    dist.destroy_process_group()

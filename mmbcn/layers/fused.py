@@ -9,20 +9,36 @@ and ``dL/dA = sum_s g (x - m) + m sum_s g``, ``dL/dB = sum_s g`` from one reduct
 
 where dL/dm, dL/dv come from :func:`~mmbcn.layers.coefficients.coefficients_backward`.
 
-The passes run as Triton kernels for contiguous CUDA tensors when Triton is installed
-(:mod:`mmbcn.layers.triton_passes`), else with PyTorch ops (:mod:`mmbcn.layers.torch_passes`).
+Where it runs: for contiguous CUDA tensors with Triton installed, the passes are Triton kernels
+(:mod:`mmbcn.layers.triton_passes`) and so is the O(N*C) maths, one kernel per direction
+(:mod:`mmbcn.layers.triton_coefficients`); elsewhere both are PyTorch ops
+(:mod:`mmbcn.layers.torch_passes`, :class:`PyTorchCoefficients`).
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
 from . import torch_passes
-from .coefficients import batch_statistics_backward, coefficients, coefficients_backward
+from .coefficients import (
+    CoefficientContext,
+    batch_statistics_backward,
+    coefficients,
+    coefficients_backward,
+)
 from .statistics import training_statistics
+
+
+class Params(NamedTuple):
+    """BCN's parameters, any of which may be None."""
+
+    weight: Optional[torch.Tensor]
+    bias: Optional[torch.Tensor]
+    group_weight: Optional[torch.Tensor]
+    group_bias: Optional[torch.Tensor]
 
 
 @dataclass
@@ -52,67 +68,102 @@ def passes_for(x: torch.Tensor):
     return torch_passes
 
 
+def coefficient_maths_for(passes, x: torch.Tensor, settings: BCNSettings):
+    """Where the O(N*C) maths runs: one Triton kernel per direction, or PyTorch ops."""
+    if passes is not torch_passes:
+        from . import triton_coefficients
+        if triton_coefficients.applies(x, settings.num_groups, settings.update_rate):
+            return triton_coefficients
+    return PyTorchCoefficients(passes)
+
+
+class _PyTorchSaved(NamedTuple):
+    sample_mean: torch.Tensor  # (N, C)
+    channel_mean: torch.Tensor  # (C,)
+    count: Optional[torch.Tensor]  # () S0 in training, else None
+    context: CoefficientContext
+
+
+class PyTorchCoefficients:
+    """The statistics pass plus the O(N*C) maths of BCN as PyTorch ops (any device).
+
+    The same interface as :mod:`mmbcn.layers.triton_coefficients`.
+    """
+
+    def __init__(self, passes):
+        self.passes = passes
+
+    def forward_coefficients(self, x, params: Params, settings: BCNSettings):
+        """``(A, B, saved)``, updating the running statistics when training."""
+        sample_mean, sample_var = self.passes.row_moments(x)
+        if settings.training:
+            channel_mean, channel_var, count = training_statistics(
+                sample_mean, sample_var, spatial_positions(x), settings.running_mean,
+                settings.running_var, settings.estimate, settings.update_rate,
+                settings.process_group, settings.synchronize)
+        else:
+            channel_mean = settings.running_mean.to(sample_mean.dtype)
+            channel_var = settings.running_var.to(sample_mean.dtype)
+            count = None
+        coeff_a, coeff_b, context = coefficients(sample_mean, sample_var, channel_mean,
+                                                 channel_var, *params, settings.num_groups,
+                                                 settings.eps)
+        return coeff_a, coeff_b, _PyTorchSaved(sample_mean, channel_mean, count, context)
+
+    def backward_coefficients(self, grad_out, x, params: Params, saved: _PyTorchSaved,
+                              settings: BCNSettings):
+        """``(slope, offset, parameter gradients)`` of ``dx = g A + (x - m) slope + offset``."""
+        sample_mean = saved.sample_mean
+        centered_sum, grad_sum = self.passes.grad_row_sums(grad_out, x, sample_mean)
+        grad_a = torch.addcmul(centered_sum.double(), sample_mean.double(), grad_sum.double())
+        grads = coefficients_backward(saved.context, grad_a, grad_sum, params.bias is not None,
+                                      params.group_bias is not None)
+        grad_mean, grad_var = grads.sample_mean, grads.sample_var
+        positions = spatial_positions(x)
+        if settings.training and not settings.estimate:
+            if settings.synchronize:
+                grads = _sum_statistics_grads(grads, settings.process_group)
+            grad_mean, grad_var = batch_statistics_backward(grads, sample_mean,
+                                                            saved.channel_mean, positions,
+                                                            saved.count)
+        slope = ((2.0 / positions) * grad_var).to(sample_mean.dtype)
+        offset = (grad_mean / positions).to(sample_mean.dtype)
+        return slope, offset, [grads.weight, grads.bias, grads.group_weight, grads.group_bias]
+
+
+def spatial_positions(x: torch.Tensor) -> int:
+    """M, the number of positions per sample and channel (0 for an empty batch)."""
+    return x[0, 0].numel() if x.shape[0] * x.shape[1] else 0
+
+
 class FusedBatchChannelNorm(torch.autograd.Function):
     """``BCN(x) = x * A + B`` with analytic backward; see the module docstring."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, group_weight, group_bias, settings: BCNSettings):
+        params = Params(weight, bias, group_weight, group_bias)
         passes = passes_for(x)
-        sample_mean, sample_var = passes.row_moments(x)
-        positions = x[0, 0].numel() if x.shape[0] * x.shape[1] else 0
-        if settings.training:
-            stats = training_statistics(sample_mean, sample_var, positions, settings.running_mean,
-                                        settings.running_var, settings.estimate,
-                                        settings.update_rate, settings.process_group,
-                                        settings.synchronize)
-            channel_mean, channel_var, total_count = stats
-        else:
-            dtype = sample_mean.dtype
-            channel_mean = settings.running_mean.to(dtype)
-            channel_var = settings.running_var.to(dtype)
-            total_count = None
-        coeff_a, coeff_b, coeff_ctx = coefficients(sample_mean, sample_var, channel_mean,
-                                                   channel_var, weight, bias, group_weight,
-                                                   group_bias, settings.num_groups, settings.eps)
-        ctx.save_for_backward(x)
-        ctx.passes = passes
-        ctx.settings = settings
-        ctx.coeff = (coeff_a, sample_mean, channel_mean, total_count, coeff_ctx)
-        ctx.param_dtypes = [None if p is None else p.dtype
-                            for p in (weight, bias, group_weight, group_bias)]
+        maths = coefficient_maths_for(passes, x, settings)
+        coeff_a, coeff_b, saved = maths.forward_coefficients(x, params, settings)
+        ctx.save_for_backward(x, *params)
+        ctx.passes, ctx.maths, ctx.settings = passes, maths, settings
+        ctx.coeff_a, ctx.saved = coeff_a, saved
         return passes.apply_affine(x, coeff_a, coeff_b)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        (x,) = ctx.saved_tensors
-        settings = ctx.settings
-        coeff_a, sample_mean, channel_mean, total_count, coeff_ctx = ctx.coeff
-        centered_sum, grad_sum = ctx.passes.grad_row_sums(grad_out, x, sample_mean)
-        grad_a = torch.addcmul(centered_sum.double(), sample_mean.double(), grad_sum.double())
-        weight_dtype, bias_dtype, group_weight_dtype, group_bias_dtype = ctx.param_dtypes
-        grads = coefficients_backward(coeff_ctx, grad_a, grad_sum, bias_dtype is not None,
-                                      group_bias_dtype is not None)
-        grad_mean, grad_var = grads.sample_mean, grads.sample_var
-        positions = x[0, 0].numel()
-        if settings.training and not settings.estimate:
-            if settings.synchronize:
-                grads = _sum_statistics_grads(grads, settings.process_group)
-            grad_mean, grad_var = batch_statistics_backward(grads, sample_mean, channel_mean,
-                                                            positions, total_count)
+        x, *params = ctx.saved_tensors
+        params = Params(*params)
+        slope, offset, param_grads = ctx.maths.backward_coefficients(
+            grad_out, x, params, ctx.saved, ctx.settings)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            dtype = sample_mean.dtype
-            slope = ((2.0 / positions) * grad_var).to(dtype)
-            offset = (grad_mean / positions).to(dtype)
-            grad_x = ctx.passes.grad_input(grad_out, x, coeff_a, slope, sample_mean, offset)
-
-        def cast(grad, dtype, index):
-            return grad.to(dtype) if ctx.needs_input_grad[index] else None
-
-        return (grad_x, cast(grads.weight, weight_dtype, 1), cast(grads.bias, bias_dtype, 2),
-                cast(grads.group_weight, group_weight_dtype, 3),
-                cast(grads.group_bias, group_bias_dtype, 4), None)
+            grad_x = ctx.passes.grad_input(grad_out, x, ctx.coeff_a, slope,
+                                           ctx.saved.sample_mean, offset)
+        param_grads = [grad.to(param.dtype) if needed else None for grad, param, needed
+                       in zip(param_grads, params, ctx.needs_input_grad[1:5])]
+        return (grad_x, *param_grads, None)
 
 
 def _sum_statistics_grads(grads, process_group):

@@ -15,6 +15,7 @@ multiprocessor busy. Set ``MMBCN_TRITON=0`` to use the PyTorch-ops passes instea
 """
 
 import os
+from typing import NamedTuple
 
 import torch
 import triton
@@ -136,14 +137,34 @@ def _per_row(values: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1).float().contiguous()
 
 
+class Partials(NamedTuple):
+    """Per-(row, segment) results of a reduction kernel, (R, S) float32 each.
+
+    Row r of x is split into S segments of ``segment_length`` positions (the last one shorter):
+    for the moments, ``first`` / ``second`` hold each segment's mean and sum of squared
+    deviations; for the gradient sums, ``sum g (x - m)`` and ``sum g``.
+    """
+
+    first: torch.Tensor
+    second: torch.Tensor
+    num_segments: int
+    segment_length: int
+
+
+def moment_partials(x: torch.Tensor) -> Partials:
+    """Each segment's mean and sum of squared deviations (one pass over x)."""
+    rows, positions = _rows(x)
+    segment, num_segments = _segments(rows, positions, x.device)
+    means, m2s = x.new_empty(2, rows, num_segments, dtype=torch.float32)
+    _moments_kernel[(rows, num_segments)](x.detach(), means, m2s, positions, segment,
+                                          BLOCK=_REDUCE_BLOCK)
+    return Partials(means, m2s, num_segments, segment)
+
+
 def row_moments(x: torch.Tensor):
     """Per-(sample, channel) mean and biased variance, each (N, C) in float32."""
     rows, positions = _rows(x)
-    segment, num_segments = _segments(rows, positions, x.device)
-    means = x.new_empty(rows, num_segments, dtype=torch.float32)
-    m2s = torch.empty_like(means)
-    _moments_kernel[(rows, num_segments)](x.detach(), means, m2s, positions, segment,
-                                          BLOCK=_REDUCE_BLOCK)
+    means, m2s, num_segments, segment = moment_partials(x)
     counts = (positions - torch.arange(num_segments, device=x.device) * segment).clamp(
         max=segment).float()
     mean = (means * counts).sum(dim=1) / positions
@@ -162,15 +183,20 @@ def apply_affine(x: torch.Tensor, coeff_a: torch.Tensor, coeff_b: torch.Tensor) 
     return out
 
 
+def gradient_partials(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor) -> Partials:
+    """Each segment's ``sum grad * (x - mean)`` and ``sum grad`` (one pass over grad and x)."""
+    rows, positions = _rows(x)
+    segment, num_segments = _segments(rows, positions, x.device)
+    centered, total = x.new_empty(2, rows, num_segments, dtype=torch.float32)
+    _grad_sums_kernel[(rows, num_segments)](grad.contiguous(), x.detach(), _per_row(mean),
+                                            centered, total, positions, segment,
+                                            BLOCK=_REDUCE_BLOCK)
+    return Partials(centered, total, num_segments, segment)
+
+
 def grad_row_sums(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor):
     """``(sum_s grad * (x - mean), sum_s grad)`` per (sample, channel), in float32."""
-    rows, positions = _rows(x)
-    grad = grad.contiguous()
-    segment, num_segments = _segments(rows, positions, x.device)
-    centered = x.new_empty(rows, num_segments, dtype=torch.float32)
-    total = torch.empty_like(centered)
-    _grad_sums_kernel[(rows, num_segments)](grad, x, _per_row(mean), centered, total, positions,
-                                            segment, BLOCK=_REDUCE_BLOCK)
+    centered, total = gradient_partials(grad, x, mean)[:2]
     n, c = x.shape[:2]
     return centered.sum(dim=1).reshape(n, c), total.sum(dim=1).reshape(n, c)
 
