@@ -85,3 +85,66 @@ def test_ws_conv_cuda_matches_cpu():
     conv = WSConv2d(8, 16, 3, padding=1)
     x = torch.randn(2, 8, 9, 9)
     torch.testing.assert_close(conv.cuda()(x.cuda()).cpu(), conv.cpu()(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('shape,groups', [((2, 256, 200, 272), 32), ((1, 2048, 33, 33), 32),
+                                          ((16, 64, 7, 7), 1)])
+@pytest.mark.parametrize('estimate', [False, True])
+def test_triton_coefficients_match_pytorch_coefficients_on_cuda(shape, groups, estimate,
+                                                                monkeypatch):
+    """The coefficient kernels take detection shapes, and agree with the PyTorch-ops maths."""
+    pytest.importorskip('triton', reason='needs Triton')
+    from mmbcn.layers import triton_coefficients
+    from mmbcn.layers.fused import (
+        BCNSettings,
+        Params,
+        coefficient_maths_for,
+        passes_for,
+    )
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.randn(shape, generator=generator) * 3 + 10).cuda()
+    grad = torch.randn(shape, generator=generator).cuda()
+    c = shape[1]
+    params = Params(*(torch.randn(size, generator=generator).cuda()
+                      for size in (c, c, groups, groups)))
+    results = []
+    for triton_maths in (True, False):
+        settings = BCNSettings(torch.zeros(c, device='cuda'), torch.ones(c, device='cuda'),
+                               groups, True, estimate, 0.1, 1e-5)
+        maths = coefficient_maths_for(passes_for(x), x, settings)
+        assert (maths is triton_coefficients) == triton_maths
+        coeff_a, coeff_b, saved = maths.forward_coefficients(x, params, settings)
+        slope, offset, grads = maths.backward_coefficients(grad, x, params, saved, settings)
+        results.append([coeff_a, coeff_b, settings.running_mean, settings.running_var, slope,
+                        offset, *grads])
+        monkeypatch.setenv('MMBCN_TRITON', '0')  # the second round: PyTorch ops
+    for index, (got, want) in enumerate(zip(*results)):
+        error = (got.double() - want.double()).abs().max() / want.abs().max().double()
+        assert error < 1e-4, f'output {index}: relative error {error:.2e}'
+
+
+def test_synchronized_statistics_on_cuda_with_one_process():
+    """The all-reduce paths of the kernels (batch sums, dL/dmu and dL/dvar) on a real NCCL group
+    of one process give what the local statistics give."""
+    import torch.distributed as dist
+
+    from mmbcn.layers.functional import batch_channel_norm
+    dist.init_process_group('nccl', init_method='tcp://127.0.0.1:29561', rank=0, world_size=1)
+    try:
+        x = torch.randn(2, 64, 30, 20, device='cuda') * 2 + 1
+        upstream = torch.randn_like(x)
+        batch_weight = torch.randn(64, device='cuda')
+        for estimate in (False, True):
+            results = []
+            for synchronize in (False, True):
+                running = torch.zeros(64, device='cuda'), torch.ones(64, device='cuda')
+                weight = batch_weight.clone().requires_grad_()
+                leaf = x.clone().requires_grad_()
+                out = batch_channel_norm(leaf, *running, weight, None, None, None, 8, True,
+                                         estimate, 0.1, 1e-5, synchronize=synchronize)
+                (out * upstream).sum().backward()
+                results.append([out, leaf.grad, weight.grad, *running])
+            for got, want in zip(*results):
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    finally:
+        dist.destroy_process_group()

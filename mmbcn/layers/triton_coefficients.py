@@ -32,7 +32,7 @@ from .fused import BCNSettings, Params
 from .triton_passes import Partials, gradient_partials, moment_partials
 
 # Where the batch stage's (mean, var) come from (the STATS argument of the forward kernel).
-GIVEN, BATCH, ESTIMATE = 0, 1, 2
+GIVEN, BATCH, ESTIMATE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 # Largest (N, C/G) tile one program holds (about 20 float64 values per element live at once).
 MAX_TILE = 8192
 
@@ -324,7 +324,7 @@ def forward_coefficients(x: torch.Tensor, params: Params, settings: BCNSettings)
         partials.first, partials.second, partials.num_segments, partials.segment_length, positions,
         sums, settings.running_mean, settings.running_var, float(settings.update_rate),
         *_pointers(params, sample_mean), sample_mean, sample_var, channel_mean, channel_var,
-        coeff_a, coeff_b, n, c, c // settings.num_groups, settings.eps, STATS=stats,
+        coeff_a, coeff_b, n, c, c // settings.num_groups, settings.eps, STATS=stats.value,
         SUMS_GIVEN=count is not None, **_flags(params), **launch)
     return coeff_a, coeff_b, Saved(sample_mean, sample_var, channel_mean, channel_var, count)
 
