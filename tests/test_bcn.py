@@ -73,6 +73,21 @@ def test_forward_backward_match_float64_reference(shape, groups, mode, channels_
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_output_can_be_modified_in_place(channels_last):
+    # ResNets follow BCN with nn.ReLU(inplace=True): the output must not be an autograd view of
+    # a tensor made inside the custom Function, and the gradient must see the in-place op.
+    layer = make_layer(8, 4, 'large')
+    x = torch.randn(2, 8, 5, 7, requires_grad=True)
+    if channels_last:
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    upstream = torch.randn(2, 8, 5, 7)
+    (layer(x).relu_() * upstream).sum().backward()
+    expected_x = x.detach().clone().requires_grad_()
+    (layer(expected_x).relu() * upstream).sum().backward()
+    torch.testing.assert_close(x.grad, expected_x.grad)
+
+
 @pytest.mark.parametrize('mode', MODES)
 def test_gradcheck_float64(mode):
     # Micro-batch mode defines no gradient through the moved estimates; with r = 0 they do not
