@@ -16,6 +16,7 @@ BCN+WS, GN+WS and BN, built from this repo's configs; then DeepLabV3 R50 inferen
 """
 
 import argparse
+import functools
 import os
 import os.path as osp
 import platform
@@ -103,17 +104,30 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def time_forward_backward(layer, x, repeats):
+def interleaved_medians(runs, repeats, device):
+    """Median wall time, in seconds, of each callable of ``runs`` (a dict name -> callable).
+
+    Each runs once to warm up, then all run in turn ``repeats`` times (round-robin), so that
+    the drift of a shared machine, and the cost of going first in a fresh process, weigh on
+    every entry alike rather than on whichever happens to run first.
+    """
+    for run in runs.values():
+        run()
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            synchronize(device)
+            start = time.perf_counter()
+            run()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def forward_backward(layer, x):
+    """A callable running ``layer(x).backward(grad)`` with a fixed random output gradient."""
     grad = torch.randn_like(x)
-    times = []
-    for i in range(repeats + 1):
-        synchronize(x.device)
-        start = time.perf_counter()
-        layer(x).backward(grad)
-        synchronize(x.device)
-        if i:  # the first run warms up
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return lambda: layer(x).backward(grad)
 
 
 def bench_layers(device, shapes, repeats):
@@ -123,14 +137,16 @@ def bench_layers(device, shapes, repeats):
     print('|---|---|---:|---:|---:|---:|')
     for shape in shapes:
         x = torch.randn(shape, device=device, requires_grad=True)
-        results = {}
-        for name, layer in layers(shape[1], device).items():
-            layer = layer.to(device).train()
-            results[name] = (time_forward_backward(layer, x, repeats), saved_bytes(layer, x))
-        base_time, base_bytes = results['GroupNorm']
-        for name, (seconds, nbytes) in results.items():
-            print(f'| {shape} | {name} | {seconds * 1e3:.1f} | {nbytes / 2**20:.1f} | '
-                  f'{seconds / base_time:.2f} | {nbytes / base_bytes:.2f} |')
+        modules = {name: layer.to(device).train()
+                   for name, layer in layers(shape[1], device).items()}
+        times = interleaved_medians(
+            {name: forward_backward(layer, x) for name, layer in modules.items()}, repeats,
+            device)
+        nbytes = {name: saved_bytes(layer, x) for name, layer in modules.items()}
+        for name in modules:
+            print(f'| {shape} | {name} | {times[name] * 1e3:.1f} | {nbytes[name] / 2**20:.1f} | '
+                  f'{times[name] / times["GroupNorm"]:.2f} | '
+                  f'{nbytes[name] / nbytes["GroupNorm"]:.2f} |')
 
 
 def bench_ws_conv(device, shapes, repeats):
@@ -140,49 +156,51 @@ def bench_ws_conv(device, shapes, repeats):
     for shape in shapes:
         x = torch.randn(shape, device=device, requires_grad=True)
         channels = shape[1]
-        times = {}
+        runs = {}
         for name, cls in (('Conv2d', nn.Conv2d), ('WSConv2d', WSConv2d)):
             torch.manual_seed(0)
             conv = cls(channels, channels, 3, padding=1, bias=False).to(device)
-            times[name] = time_forward_backward(conv, x, repeats)
+            runs[name] = forward_backward(conv, x)
+        times = interleaved_medians(runs, repeats, device)
         for name, seconds in times.items():
             print(f'| {shape} | {name} | {seconds * 1e3:.1f} | {seconds / times["Conv2d"]:.2f} |')
 
 
-def bench_mask_rcnn(device, repeats, size):
+def mask_rcnn_step(cfg, device, size):
+    """A callable running one SGD training step of the Mask R-CNN built from ``cfg``."""
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
+
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    packed = demo_mm_inputs(2, [[3, size, size]] * 2, num_items=[3, 3], num_classes=80,
+                            with_mask=True)
+
+    def step():
+        data = model.data_preprocessor(packed, True)
+        loss, _ = model.parse_losses(model(**data, mode='loss'))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def bench_mask_rcnn(device, repeats, size):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     init_default_scope('mmdet')
     print(f'\n## Mask R-CNN R50-FPN training step, 2 images {size}x{size}, {device.type}, '
-          f'median of {repeats}\n')
+          f'median of {repeats}, steps interleaved\n')
     print('| config | step s | step / GN+WS |')
     print('|---|---:|---:|')
-    results = {}
+    runs = {}
     for norm in ('bcn-ws', 'gn-ws', 'bn'):
         path = f'configs/mask_rcnn/mask-rcnn_r50_fpn_{norm}_8xb2-1x_coco.py'
-        cfg = Config.fromfile(osp.join(ROOT, path))
-        cfg.model.backbone.init_cfg = None
-        torch.manual_seed(0)
-        model = MODELS.build(cfg.model).to(device).train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-        packed = demo_mm_inputs(2, [[3, size, size]] * 2, num_items=[3, 3], num_classes=80,
-                                with_mask=True)
-        times = []
-        for i in range(repeats + 1):
-            data = model.data_preprocessor(packed, True)
-            synchronize(device)
-            start = time.perf_counter()
-            loss, _ = model.parse_losses(model(**data, mode='loss'))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            synchronize(device)
-            if i:
-                times.append(time.perf_counter() - start)
-        results[norm] = statistics.median(times)
+        runs[norm] = mask_rcnn_step(Config.fromfile(osp.join(ROOT, path)), device, size)
+    results = interleaved_medians(runs, repeats, device)
     for norm, seconds in results.items():
         print(f'| {norm} | {seconds:.2f} | {seconds / results["gn-ws"]:.2f} |')
 
@@ -200,7 +218,7 @@ def bench_deployed_inference(device, repeats, size):
           f'{device.type}, median of {repeats}\n')
     print('| config | forward ms | / GN+WS |')
     print('|---|---:|---:|')
-    results = {}
+    runs = {}
     for norm in ('bcn-ws', 'gn-ws', 'syncbn'):
         path = f'configs/deeplabv3/deeplabv3_r50-d8_{norm}_8xb2-20k_voc12aug-512x512.py'
         cfg = Config.fromfile(osp.join(ROOT, path))
@@ -208,17 +226,10 @@ def bench_deployed_inference(device, repeats, size):
         model = revert_sync_batchnorm(MODELS.build(cfg.model)).to(device)
         model.eval()
         deploy_model(model)
-        x = torch.randn(1, 3, size, size, device=device)
-        times = []
-        with torch.no_grad():
-            for i in range(repeats + 1):
-                synchronize(device)
-                start = time.perf_counter()
-                model._forward(x)
-                synchronize(device)
-                if i:
-                    times.append(time.perf_counter() - start)
-        results[norm] = statistics.median(times)
+        runs[norm] = functools.partial(model._forward, torch.randn(1, 3, size, size,
+                                                                   device=device))
+    with torch.no_grad():
+        results = interleaved_medians(runs, repeats, device)
     for norm, seconds in results.items():
         print(f'| {norm} | {seconds * 1e3:.1f} | {seconds / results["gn-ws"]:.3f} |')
 
