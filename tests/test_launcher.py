@@ -9,9 +9,11 @@ from dist_utils import free_port
 
 SCRIPT = textwrap.dedent("""
     import torch.distributed as dist
-    from mmbcn.runner import init_distributed
+    from mmbcn.runner import init_distributed, shutdown_distributed
     init_distributed('slurm')
     print('backend', dist.get_backend(), 'rank', dist.get_rank(), 'world', dist.get_world_size())
+    shutdown_distributed()  # the tools end with it: no gloo threads left to interpreter teardown
+    print('initialized after shutdown:', dist.is_initialized())
 """)
 
 
@@ -28,6 +30,7 @@ def test_slurm_launcher_reads_slurm_variables_and_uses_gloo_without_cuda(tmp_pat
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'backend gloo rank 0 world 1' in result.stdout
+    assert 'initialized after shutdown: False' in result.stdout
 
 
 def test_missing_torchrun_variables_are_a_clear_error():

@@ -2,6 +2,7 @@
 
 from .checkpoint import allow_training_checkpoints
 from .cli import test, train
-from .launcher import init_distributed
+from .launcher import init_distributed, shutdown_distributed
 
-__all__ = ['allow_training_checkpoints', 'init_distributed', 'test', 'train']
+__all__ = ['allow_training_checkpoints', 'init_distributed', 'shutdown_distributed', 'test',
+           'train']

@@ -19,7 +19,7 @@ from mmengine.runner import Runner
 import mmbcn  # noqa: F401  (registers BCN, WSConv2d and the hook)
 
 from .checkpoint import allow_training_checkpoints
-from .launcher import LAUNCHERS, init_distributed
+from .launcher import LAUNCHERS, init_distributed, shutdown_distributed
 
 SCOPES = ('mmdet', 'mmseg')
 BCN_TYPES = ('BCN', 'BatchChannelNorm2d')
@@ -181,6 +181,7 @@ def train(argv: Optional[List[str]] = None) -> None:
     cfg = load_config(args)
     apply_train_options(cfg, args)
     build_runner(cfg).train()
+    shutdown_distributed()
 
 
 def test(argv: Optional[List[str]] = None) -> dict:
@@ -188,4 +189,6 @@ def test(argv: Optional[List[str]] = None) -> dict:
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = load_config(args)
     apply_test_options(cfg, args)
-    return build_runner(cfg).test()
+    metrics = build_runner(cfg).test()
+    shutdown_distributed()
+    return metrics

@@ -50,3 +50,15 @@ def init_distributed(launcher: str, backend: str = None) -> None:
     if backend == 'nccl':
         torch.cuda.set_device(int(os.environ['LOCAL_RANK']) % torch.cuda.device_count())
     dist.init_process_group(backend=backend)
+
+
+def shutdown_distributed() -> None:
+    """Wait for every rank, then destroy the default process group (if any).
+
+    Called when a tool finishes normally. A process that exits with its group alive leaves
+    gloo's worker threads to interpreter teardown, which can abort it ("terminate called without
+    an active exception") after its work is done, so torchrun reports a failed run.
+    """
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
