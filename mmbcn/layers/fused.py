@@ -93,9 +93,29 @@ class PyTorchCoefficients:
     def __init__(self, passes):
         self.passes = passes
 
+    def forward(self, x, params: Params, settings: BCNSettings):
+        """``(out, A, saved)``: BCN's output, its slope A and what the backward needs.
+
+        With PyTorch passes and contiguous x, the statistics pass standardizes x into the
+        memory the output is then written over (one activation-sized allocation).
+        """
+        if self.passes is not torch_passes or not torch_passes.rows_are_contiguous(x):
+            coeff_a, coeff_b, saved = self.forward_coefficients(x, params, settings)
+            return self.passes.apply_affine(x, coeff_a, coeff_b), coeff_a, saved
+        standardized = torch_passes.standardized_rows(x)
+        coeff_a, coeff_b, saved = self.coefficients_of(
+            standardized.mean, standardized.var, x, params, settings)
+        out = torch_passes.affine_over_standardized(x, standardized, coeff_a, coeff_b)
+        return out, coeff_a, saved
+
     def forward_coefficients(self, x, params: Params, settings: BCNSettings):
         """``(A, B, saved)``, updating the running statistics when training."""
         sample_mean, sample_var = self.passes.row_moments(x)
+        return self.coefficients_of(sample_mean, sample_var, x, params, settings)
+
+    def coefficients_of(self, sample_mean, sample_var, x, params: Params,
+                        settings: BCNSettings):
+        """``(A, B, saved)`` from x's per-row moments; updates the running statistics."""
         if settings.training:
             channel_mean, channel_var, count = training_statistics(
                 sample_mean, sample_var, spatial_positions(x), settings.running_mean,
@@ -144,11 +164,11 @@ class FusedBatchChannelNorm(torch.autograd.Function):
         params = Params(weight, bias, group_weight, group_bias)
         passes = passes_for(x)
         maths = coefficient_maths_for(passes, x, settings)
-        coeff_a, coeff_b, saved = maths.forward_coefficients(x, params, settings)
+        out, coeff_a, saved = maths.forward(x, params, settings)
         ctx.save_for_backward(x, *params)
         ctx.passes, ctx.maths, ctx.settings = passes, maths, settings
         ctx.coeff_a, ctx.saved = coeff_a, saved
-        return passes.apply_affine(x, coeff_a, coeff_b)
+        return out
 
     @staticmethod
     @once_differentiable

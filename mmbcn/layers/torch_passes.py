@@ -2,23 +2,21 @@
 
 Each function touches x once, or once per term, and allocates at most one activation-sized
 tensor: on CPU a freshly allocated large tensor costs more than the arithmetic (the kernel maps
-and zero-fills new pages on first touch), so the reductions avoid activation-sized temporaries:
-the forward allocates its output (and a few MiB of recycled scratch), the backward the input
-gradient.
-:mod:`mmbcn.layers.triton_passes` holds the same four functions as CUDA kernels.
+and zero-fills new pages on first touch), so the reductions avoid activation-sized temporaries.
+For contiguous x the forward allocates one tensor: :func:`standardized_rows` writes the
+standardized rows while it computes the moments, and :func:`affine_over_standardized` turns them
+into the output in place. The backward allocates the input gradient.
+:mod:`mmbcn.layers.triton_passes` holds the same passes as CUDA kernels.
 
 All per-row values are (N, C); the statistics dtype is float32, or float64 for float64 inputs.
 """
 
-from typing import Tuple
+from typing import NamedTuple, Tuple
 
 import torch
 
 # Low-precision activations are normalized with statistics computed in float32.
 LOW_PRECISION = (torch.float16, torch.bfloat16)
-# Bytes of activation per group-norm call when computing moments on CPU (measured on a 2-core
-# machine: 4 MiB blocks take ~7 ms for a 106 MiB activation, one whole-tensor call ~43 ms).
-_MOMENTS_BLOCK_BYTES = 4 << 20
 
 
 def statistics_dtype(x: torch.Tensor) -> torch.dtype:
@@ -56,41 +54,56 @@ def _centered_row_sums(grad, x, mean):
     return centered_sum, total
 
 
-def _moment_blocks(x: torch.Tensor):
-    """x as (1, rows, *) blocks for the group-norm kernel: per sample when channels_last, else
-    runs of (sample, channel) rows of about ``_MOMENTS_BLOCK_BYTES`` on CPU (one block on GPU)."""
+class StandardizedRows(NamedTuple):
+    """x's (sample, channel) rows standardized, and their moments."""
+
+    values: torch.Tensor  # (1, N * C, M) (x - mean) * rstd; NaN on constant rows
+    mean: torch.Tensor  # (N, C)
+    var: torch.Tensor  # (N, C) biased
+    rstd: torch.Tensor  # (N, C) var^-1/2, inf on constant rows
+
+
+def _statistics_data(x: torch.Tensor) -> torch.Tensor:
+    data = x.detach()
+    dtype = statistics_dtype(x)
+    return data if data.dtype == dtype else data.to(dtype)
+
+
+def _group_norm_rows(rows: torch.Tensor):
+    """``(standardized, mean, rstd)`` of each row of (1, rows, *): ATen's group norm with one
+    channel per group and eps = 0, a stable (Welford) and vectorized reduction."""
+    count = rows.shape[1]
+    return torch.ops.aten.native_group_norm(rows, None, None, 1, count, rows[0, 0].numel(),
+                                            count, 0.0)
+
+
+def standardized_rows(x: torch.Tensor) -> StandardizedRows:
+    """Per-(sample, channel) moments of x (N, C, *), non-empty, and its standardized rows.
+
+    One pass over x, writing one activation-sized tensor in the statistics dtype (the memory
+    :func:`affine_over_standardized` then turns into the output). ``var = rstd^-2``, which is
+    0 for a constant row.
+    """
     n, c = x.shape[:2]
-    if _is_channels_last(x):
-        return [x[i:i + 1] for i in range(n)]
-    rows = x.reshape(1, n * c, -1)
-    if x.device.type != 'cpu':
-        return [rows]
-    per_block = max(1, _MOMENTS_BLOCK_BYTES // max(1, rows.shape[2] * x.element_size()))
-    return list(rows.split(per_block, dim=1))
+    values, mean, rstd = _group_norm_rows(_statistics_data(x).reshape(1, n * c, -1))
+    rstd = rstd.reshape(n, c)
+    return StandardizedRows(values, mean.reshape(n, c), rstd.pow(-2), rstd)
 
 
 def row_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and biased variance of x (N, C, *) over its positions.
 
-    ATen's group-norm kernel with one channel per group and eps = 0 returns the mean and
-    ``rstd = var^-1/2`` of each (sample, channel) row from a stable (Welford), vectorized
-    reduction; ``var = rstd^-2`` (0 for a constant row, where rstd is inf). Its normalized output
-    is scratch, so on CPU the rows go through it a few MiB at a time: blocks that small are
-    recycled by the allocator, where one activation-sized scratch would be mapped afresh.
+    As :func:`standardized_rows`, with the standardized values as scratch (per sample when x is
+    channels_last, whose rows are strided).
     """
     n, c = x.shape[:2]
-    dtype = statistics_dtype(x)
-    data = x.detach()
-    if data.dtype != dtype:
-        data = data.to(dtype)
+    data = _statistics_data(x)
     if data.numel() == 0:
         empty = data.new_zeros(n, c)
         return empty, empty.clone()
     means, rstds = [], []
-    for block in _moment_blocks(data):
-        rows = block.shape[1]
-        _, mean, rstd = torch.ops.aten.native_group_norm(
-            block, None, None, 1, rows, block[0, 0].numel(), rows, 0.0)
+    for rows in _sample_rows(data):
+        _, mean, rstd = _group_norm_rows(rows)
         means.append(mean.reshape(-1))
         rstds.append(rstd.reshape(-1))
     return torch.cat(means).reshape(n, c), torch.cat(rstds).reshape(n, c).pow(-2)
@@ -129,19 +142,44 @@ def _row_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
     out, _, _ = torch.ops.aten.native_batch_norm(
         rows, flat_scale, shift.reshape(-1), center.reshape(-1), torch.ones_like(flat_scale),
         False, 0.0, 0.0)
-    # x's shape over the same memory, but not as a view of ``out``: autograd forbids in-place
-    # changes (an inplace ReLU after BCN) to views created inside a custom Function.
-    return out.new_empty(0).set_(out.untyped_storage(), 0, x.shape, x.stride())
+    return _in_shape_of(x, out)
 
 
-def _rows_are_contiguous(x: torch.Tensor) -> bool:
+def _in_shape_of(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The contiguous ``rows`` in x's (contiguous) shape, over the same memory but not as a view:
+    autograd forbids in-place changes (a ReLU(inplace=True) after BCN) to views created inside
+    a custom Function."""
+    return rows.new_empty(0).set_(rows.untyped_storage(), rows.storage_offset(), x.shape,
+                                  x.stride())
+
+
+def affine_over_standardized(x: torch.Tensor, standardized: StandardizedRows,
+                             coeff_a: torch.Tensor, coeff_b: torch.Tensor) -> torch.Tensor:
+    """``x * A + B`` written in place over x's standardized rows z = (x - m) * rstd.
+
+    ``x * A + B = z * (A / rstd) + (A * m + B)``: two in-place passes, no new activation-sized
+    tensor (fewer passes in place are slower: a broadcast ``addcmul`` measures ~2x a ``mul_``).
+    Constant rows, whose z is NaN (0 * inf), are ``A * m + B``.
+    """
+    scale = coeff_a / standardized.rstd
+    shift = torch.addcmul(coeff_b, coeff_a, standardized.mean)
+    values = standardized.values
+    values.mul_(scale.reshape(values.shape[:2] + (1,))).add_(shift.reshape(values.shape[:2] + (1,)))
+    constant = torch.isinf(standardized.rstd).reshape(-1)
+    if constant.any():
+        values[0, constant] = shift.reshape(-1, 1)[constant]
+    return _in_shape_of(x, values).to(x.dtype)
+
+
+def rows_are_contiguous(x: torch.Tensor) -> bool:
+    """Whether x is non-empty and its (sample, channel) rows lie one after another."""
     return x.is_contiguous() and x.numel() > 0
 
 
 def apply_affine(x: torch.Tensor, coeff_a: torch.Tensor, coeff_b: torch.Tensor) -> torch.Tensor:
     """``x * A[n, c] + B[n, c]`` in x's dtype and layout (arithmetic in A's dtype)."""
     work = x if x.dtype == coeff_a.dtype else x.to(coeff_a.dtype)
-    if _rows_are_contiguous(work):
+    if rows_are_contiguous(work):
         out = _row_affine(work, coeff_a, coeff_b, torch.zeros_like(coeff_a))
     else:
         out = torch.mul(work, _broadcast(x, coeff_a)).add_(_broadcast(x, coeff_b))
@@ -159,7 +197,7 @@ def grad_input(grad: torch.Tensor, x: torch.Tensor, coeff_a: torch.Tensor, slope
     """
     dtype = coeff_a.dtype
     work = x.to(dtype)
-    if _rows_are_contiguous(work):
+    if rows_are_contiguous(work):
         out = _row_affine(work, slope, offset, mean)
         return out.addcmul_(grad.to(dtype), _broadcast(x, coeff_a)).to(x.dtype)
     out = torch.sub(work, _broadcast(x, mean)).mul_(_broadcast(x, slope))

@@ -7,6 +7,7 @@ program per channel group holds the (N, C/G) tile of per-sample moments of its c
 is all it needs: the batch statistics of a channel are sums over the samples of the tile, the
 group statistics of a sample sums over the channels of the tile.
 
+* :func:`forward`: the output, ``x * A + B`` with A, B from :func:`forward_coefficients`.
 * :func:`forward_coefficients`: from the per-segment moment partials of
   :func:`mmbcn.layers.triton_passes.moment_partials` to ``A``, ``B`` (``out = x * A + B``),
   updating the running statistics: one kernel, or, when synchronizing the batch statistics,
@@ -29,7 +30,7 @@ import triton.language as tl
 
 from .distributed import all_reduce_sum
 from .fused import BCNSettings, Params
-from .triton_passes import Partials, gradient_partials, moment_partials
+from .triton_passes import Partials, apply_affine, gradient_partials, moment_partials
 
 # Where the batch stage's (mean, var) come from (the STATS argument of the forward kernel).
 GIVEN, BATCH, ESTIMATE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
@@ -301,6 +302,12 @@ def _flags(params: Params):
 
 def _pointers(params: Params, placeholder: torch.Tensor):
     return [placeholder if p is None else p.detach() for p in params]
+
+
+def forward(x: torch.Tensor, params: Params, settings: BCNSettings):
+    """``(out, A, Saved)``: BCN's output ``x * A + B``, its slope A and what the backward needs."""
+    coeff_a, coeff_b, saved = forward_coefficients(x, params, settings)
+    return apply_affine(x, coeff_a, coeff_b), coeff_a, saved
 
 
 def forward_coefficients(x: torch.Tensor, params: Params, settings: BCNSettings):
