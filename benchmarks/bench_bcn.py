@@ -34,6 +34,9 @@ SHAPES = [(2, 256, 200, 272), (2, 512, 100, 136), (2, 1024, 64, 64), (1, 2048, 3
 QUICK_SHAPES = [(2, 256, 50, 68), (1, 2048, 9, 9)]
 GROUPS = 32
 PARTS = ['layers', 'conv', 'mask-rcnn', 'deploy']
+# Seconds of rounds per layer shape: quick shapes get more than --repeats rounds, as their
+# times vary more on a shared machine.
+LAYER_BUDGET_S = 3.0
 
 
 class NaiveBCN(nn.Module):
@@ -104,17 +107,23 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def interleaved_medians(runs, repeats, device):
+def interleaved_medians(runs, repeats, device, budget_s=0.0):
     """Median wall time, in seconds, of each callable of ``runs`` (a dict name -> callable).
 
-    Each runs once to warm up, then all run in turn ``repeats`` times (round-robin), so that
-    the drift of a shared machine, and the cost of going first in a fresh process, weigh on
-    every entry alike rather than on whichever happens to run first.
+    Each runs once to warm up, then all run in turn (round-robin), so that the drift of a
+    shared machine, and the cost of going first in a fresh process, weigh on every entry alike
+    rather than on whichever happens to run first. ``repeats`` rounds, or more when the rounds
+    are quick: as many as fit in ``budget_s`` seconds, at most 100.
     """
+    warm_up = 0.0
     for run in runs.values():
+        warm_up -= time.perf_counter()
         run()
+        synchronize(device)
+        warm_up += time.perf_counter()
+    rounds = max(repeats, min(100, int(budget_s / max(warm_up, 1e-9))))
     times = {name: [] for name in runs}
-    for _ in range(repeats):
+    for _ in range(rounds):
         for name, run in runs.items():
             synchronize(device)
             start = time.perf_counter()
@@ -131,7 +140,8 @@ def forward_backward(layer, x):
 
 
 def bench_layers(device, shapes, repeats):
-    print(f'\n## Normalization layers, forward + backward, {device.type}, median of {repeats}\n')
+    print(f'\n## Normalization layers, forward + backward, {device.type}, median of {repeats} or '
+          f'more (as many rounds as fit in {LAYER_BUDGET_S:.0f} s, at most 100)\n')
     print('| shape (N, C, H, W) | layer | time ms | saved for backward MiB | time / GroupNorm |'
           ' saved / GroupNorm |')
     print('|---|---|---:|---:|---:|---:|')
@@ -141,7 +151,7 @@ def bench_layers(device, shapes, repeats):
                    for name, layer in layers(shape[1], device).items()}
         times = interleaved_medians(
             {name: forward_backward(layer, x) for name, layer in modules.items()}, repeats,
-            device)
+            device, LAYER_BUDGET_S)
         nbytes = {name: saved_bytes(layer, x) for name, layer in modules.items()}
         for name in modules:
             print(f'| {shape} | {name} | {times[name] * 1e3:.1f} | {nbytes[name] / 2**20:.1f} | '
