@@ -12,7 +12,9 @@ where dL/dm, dL/dv come from :func:`~mmbcn.layers.coefficients.coefficients_back
 Where it runs: for contiguous CUDA tensors with Triton installed, the passes are Triton kernels
 (:mod:`mmbcn.layers.triton_passes`) and so is the O(N*C) maths, one kernel per direction
 (:mod:`mmbcn.layers.triton_coefficients`); elsewhere both are PyTorch ops
-(:mod:`mmbcn.layers.torch_passes`, :class:`PyTorchCoefficients`).
+(:mod:`mmbcn.layers.torch_passes`, :class:`PyTorchCoefficients`). With PyTorch ops and
+contiguous x the statistics pass also writes x's standardized rows, and the output is written
+over them in place (``z * A sqrt(v) + (A m + B)``), so the forward allocates one activation.
 """
 
 from dataclasses import dataclass
