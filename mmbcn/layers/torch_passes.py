@@ -78,14 +78,14 @@ def _group_norm_rows(rows: torch.Tensor):
 
 
 def standardized_rows(x: torch.Tensor) -> StandardizedRows:
-    """Per-(sample, channel) moments of x (N, C, *), non-empty, and its standardized rows.
+    """Moments of the (sample, channel) rows of contiguous, non-empty x, and the rows standardized.
 
     One pass over x, writing one activation-sized tensor in the statistics dtype (the memory
     :func:`affine_over_standardized` then turns into the output). ``var = rstd^-2``, which is
     0 for a constant row.
     """
     n, c = x.shape[:2]
-    values, mean, rstd = _group_norm_rows(_statistics_data(x).reshape(1, n * c, -1))
+    values, mean, rstd = _group_norm_rows(_rows(_statistics_data(x)))
     rstd = rstd.reshape(n, c)
     return StandardizedRows(values, mean.reshape(n, c), rstd.pow(-2), rstd)
 
@@ -129,20 +129,25 @@ def _broadcast(x: torch.Tensor, per_row: torch.Tensor) -> torch.Tensor:
     return per_row.reshape(x.shape[:2] + (1,) * (x.dim() - 2))
 
 
-def _row_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-                center: torch.Tensor) -> torch.Tensor:
-    """``(x - center) * scale + shift`` per (sample, channel) row of contiguous x, in one pass.
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """Contiguous x (N, C, *) as (1, N * C, M): one ATen 'channel' per (sample, channel) row."""
+    return x.view(1, x.shape[0] * x.shape[1], -1)
 
-    ATen's inference batch norm with the rows as channels, a unit variance and eps = 0 computes
-    exactly this (as ``x * scale + (shift - center * scale)``), reading x once and writing a new
-    tensor once, where the broadcast ops ``(x - c) * s + t`` make three passes.
+
+def _row_affine(rows: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                center: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = (rows - center) * scale + shift`` per row of (1, R, M) rows, in one pass.
+
+    ATen's inference batch norm with a unit variance and eps = 0 computes exactly this (as
+    ``rows * scale + (shift - center * scale)``), element by element, so ``out`` may be ``rows``
+    itself: in place it is one pass where ``mul_`` then ``add_`` make two.
     """
-    rows = x.reshape(1, x.shape[0] * x.shape[1], -1)
     flat_scale = scale.reshape(-1)
-    out, _, _ = torch.ops.aten.native_batch_norm(
+    unused = rows.new_empty(0)  # the batch statistics it would save in training
+    torch.ops.aten.native_batch_norm.out(
         rows, flat_scale, shift.reshape(-1), center.reshape(-1), torch.ones_like(flat_scale),
-        False, 0.0, 0.0)
-    return _in_shape_of(x, out)
+        False, 0.0, 0.0, out=out, save_mean=unused, save_invstd=unused.clone())
+    return out
 
 
 def _in_shape_of(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -157,14 +162,13 @@ def affine_over_standardized(x: torch.Tensor, standardized: StandardizedRows,
                              coeff_a: torch.Tensor, coeff_b: torch.Tensor) -> torch.Tensor:
     """``x * A + B`` written in place over x's standardized rows z = (x - m) * rstd.
 
-    ``x * A + B = z * (A / rstd) + (A * m + B)``: two in-place passes, no new activation-sized
-    tensor (fewer passes in place are slower: a broadcast ``addcmul`` measures ~2x a ``mul_``).
-    Constant rows, whose z is NaN (0 * inf), are ``A * m + B``.
+    ``x * A + B = z * (A / rstd) + (A * m + B)``: one in-place pass, no new activation-sized
+    tensor. Constant rows, whose z is NaN (0 * inf), are ``A * m + B``.
     """
     scale = coeff_a / standardized.rstd
     shift = torch.addcmul(coeff_b, coeff_a, standardized.mean)
-    values = standardized.values
-    values.mul_(scale.reshape(values.shape[:2] + (1,))).add_(shift.reshape(values.shape[:2] + (1,)))
+    values = _row_affine(standardized.values, scale, shift, torch.zeros_like(shift),
+                         out=standardized.values)
     constant = torch.isinf(standardized.rstd).reshape(-1)
     if constant.any():
         values[0, constant] = shift.reshape(-1, 1)[constant]
@@ -180,7 +184,8 @@ def apply_affine(x: torch.Tensor, coeff_a: torch.Tensor, coeff_b: torch.Tensor) 
     """``x * A[n, c] + B[n, c]`` in x's dtype and layout (arithmetic in A's dtype)."""
     work = x if x.dtype == coeff_a.dtype else x.to(coeff_a.dtype)
     if rows_are_contiguous(work):
-        out = _row_affine(work, coeff_a, coeff_b, torch.zeros_like(coeff_a))
+        out = torch.empty_like(work)
+        _row_affine(_rows(work), coeff_a, coeff_b, torch.zeros_like(coeff_a), _rows(out))
     else:
         out = torch.mul(work, _broadcast(x, coeff_a)).add_(_broadcast(x, coeff_b))
     return out.to(x.dtype)
@@ -198,7 +203,8 @@ def grad_input(grad: torch.Tensor, x: torch.Tensor, coeff_a: torch.Tensor, slope
     dtype = coeff_a.dtype
     work = x.to(dtype)
     if rows_are_contiguous(work):
-        out = _row_affine(work, slope, offset, mean)
+        out = torch.empty_like(work)
+        _row_affine(_rows(work), slope, offset, mean, _rows(out))
         return out.addcmul_(grad.to(dtype), _broadcast(x, coeff_a)).to(x.dtype)
     out = torch.sub(work, _broadcast(x, mean)).mul_(_broadcast(x, slope))
     out.addcmul_(grad.to(dtype), _broadcast(x, coeff_a)).add_(_broadcast(x, offset))
