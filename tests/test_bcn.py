@@ -232,3 +232,21 @@ def test_bad_input_is_a_clear_error(shape, message):
 def test_unknown_option_is_a_clear_error():
     with pytest.raises(TypeError, match='num_grups'):
         BatchChannelNorm2d(8, num_grups=2)
+
+
+def test_torch_compile_gives_the_eager_result():
+    # MMEngine's `compile=True` wraps the model in torch.compile; 'aot_eager' traces it as the
+    # default backend does, without needing a C++ compiler on the test machine.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), BatchChannelNorm2d(8, 2),
+                          nn.ReLU(inplace=True))
+    x = torch.randn(2, 3, 8, 8)
+    expected = model(x)
+    expected.sum().backward()
+    expected_grad = model[0].weight.grad.clone()
+    model.zero_grad()
+    torch._dynamo.reset()
+    out = torch.compile(model, backend='aot_eager')(x)
+    out.sum().backward()
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(model[0].weight.grad, expected_grad)

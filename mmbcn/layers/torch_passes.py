@@ -57,7 +57,7 @@ def _centered_row_sums(grad, x, mean):
 class StandardizedRows(NamedTuple):
     """x's (sample, channel) rows standardized, and their moments."""
 
-    values: torch.Tensor  # (1, N * C, M) (x - mean) * rstd; NaN on constant rows
+    values: torch.Tensor  # x's shape, (x - mean) * rstd per row; NaN on constant rows
     mean: torch.Tensor  # (N, C)
     var: torch.Tensor  # (N, C) biased
     rstd: torch.Tensor  # (N, C) var^-1/2, inf on constant rows
@@ -69,23 +69,26 @@ def _statistics_data(x: torch.Tensor) -> torch.Tensor:
     return data if data.dtype == dtype else data.to(dtype)
 
 
-def _group_norm_rows(rows: torch.Tensor):
-    """``(standardized, mean, rstd)`` of each row of (1, rows, *): ATen's group norm with one
-    channel per group and eps = 0, a stable (Welford) and vectorized reduction."""
-    count = rows.shape[1]
-    return torch.ops.aten.native_group_norm(rows, None, None, 1, count, rows[0, 0].numel(),
-                                            count, 0.0)
+def _group_norm_rows(x: torch.Tensor, rows: int):
+    """``(standardized, mean, rstd)`` of x taken as ``rows`` contiguous rows.
+
+    ATen's group norm with one channel per group and eps = 0: a stable (Welford), vectorized
+    reduction. Its N, C, HxW arguments give the layout (here 1, rows, x.numel() / rows), as
+    ``F.group_norm`` passes them for any (N, C, *) input, so the standardized output comes in x's
+    own shape: not a view, which an in-place op after BCN could not modify.
+    """
+    return torch.ops.aten.native_group_norm(x, None, None, 1, rows, x.numel() // rows, rows, 0.0)
 
 
 def standardized_rows(x: torch.Tensor) -> StandardizedRows:
     """Moments of the (sample, channel) rows of contiguous, non-empty x, and the rows standardized.
 
-    One pass over x, writing one activation-sized tensor in the statistics dtype (the memory
-    :func:`affine_over_standardized` then turns into the output). ``var = rstd^-2``, which is
-    0 for a constant row.
+    One pass over x, writing one activation-sized tensor in the statistics dtype and in x's shape
+    (the memory :func:`affine_over_standardized` then turns into the output). ``var = rstd^-2``,
+    which is 0 for a constant row.
     """
     n, c = x.shape[:2]
-    values, mean, rstd = _group_norm_rows(_rows(_statistics_data(x)))
+    values, mean, rstd = _group_norm_rows(_statistics_data(x), n * c)
     rstd = rstd.reshape(n, c)
     return StandardizedRows(values, mean.reshape(n, c), rstd.pow(-2), rstd)
 
@@ -103,7 +106,7 @@ def row_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return empty, empty.clone()
     means, rstds = [], []
     for rows in _sample_rows(data):
-        _, mean, rstd = _group_norm_rows(rows)
+        _, mean, rstd = _group_norm_rows(rows, rows.shape[1])
         means.append(mean.reshape(-1))
         rstds.append(rstd.reshape(-1))
     return torch.cat(means).reshape(n, c), torch.cat(rstds).reshape(n, c).pow(-2)
@@ -150,14 +153,6 @@ def _row_affine(rows: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
     return out
 
 
-def _in_shape_of(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """The contiguous ``rows`` in x's (contiguous) shape, over the same memory but not as a view:
-    autograd forbids in-place changes (a ReLU(inplace=True) after BCN) to views created inside
-    a custom Function."""
-    return rows.new_empty(0).set_(rows.untyped_storage(), rows.storage_offset(), x.shape,
-                                  x.stride())
-
-
 def affine_over_standardized(x: torch.Tensor, standardized: StandardizedRows,
                              coeff_a: torch.Tensor, coeff_b: torch.Tensor) -> torch.Tensor:
     """``x * A + B`` written in place over x's standardized rows z = (x - m) * rstd.
@@ -167,12 +162,12 @@ def affine_over_standardized(x: torch.Tensor, standardized: StandardizedRows,
     """
     scale = coeff_a / standardized.rstd
     shift = torch.addcmul(coeff_b, coeff_a, standardized.mean)
-    values = _row_affine(standardized.values, scale, shift, torch.zeros_like(shift),
-                         out=standardized.values)
+    rows = _rows(standardized.values)
+    _row_affine(rows, scale, shift, torch.zeros_like(shift), out=rows)
     constant = torch.isinf(standardized.rstd).reshape(-1)
     if constant.any():
-        values[0, constant] = shift.reshape(-1, 1)[constant]
-    return _in_shape_of(x, values).to(x.dtype)
+        rows[0, constant] = shift.reshape(-1, 1)[constant]
+    return standardized.values.to(x.dtype)
 
 
 def rows_are_contiguous(x: torch.Tensor) -> bool:
