@@ -137,7 +137,9 @@ class PyTorchCoefficients:
         """``(slope, offset, parameter gradients)`` of ``dx = g A + (x - m) slope + offset``."""
         sample_mean = saved.sample_mean
         centered_sum, grad_sum = self.passes.grad_row_sums(grad_out, x, sample_mean)
-        grad_a = torch.addcmul(centered_sum.double(), sample_mean.double(), grad_sum.double())
+        grad_sum = grad_sum.double()
+        sample_mean64 = saved.context.sample_mean.reshape(grad_sum.shape)  # m in float64
+        grad_a = torch.addcmul(centered_sum.double(), sample_mean64, grad_sum)
         grads = coefficients_backward(saved.context, grad_a, grad_sum, params.bias is not None,
                                       params.group_bias is not None)
         grad_mean, grad_var = grads.sample_mean, grads.sample_var
@@ -145,7 +147,7 @@ class PyTorchCoefficients:
         if settings.training and not settings.estimate:
             if settings.synchronize:
                 grads = _sum_statistics_grads(grads, settings.process_group)
-            grad_mean, grad_var = batch_statistics_backward(grads, sample_mean,
+            grad_mean, grad_var = batch_statistics_backward(grads, sample_mean64,
                                                             saved.channel_mean, positions,
                                                             saved.count)
         slope = ((2.0 / positions) * grad_var).to(sample_mean.dtype)
