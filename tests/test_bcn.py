@@ -250,3 +250,21 @@ def test_torch_compile_gives_the_eager_result():
     out.sum().backward()
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(model[0].weight.grad, expected_grad)
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_strided_input_equals_its_contiguous_copy(mode):
+    # A slice is neither contiguous nor channels_last: the general path, not the row kernels.
+    layer = make_layer(8, 4, mode)
+    expected_layer = make_layer(8, 4, mode)
+    expected_layer.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 8, 10, 7)[:, :, ::2].requires_grad_()
+    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    x_copy = x.detach().contiguous().requires_grad_()
+    upstream = torch.randn(2, 8, 5, 7)
+    out, expected = layer(x), expected_layer(x_copy)
+    (out * upstream).sum().backward()
+    (expected * upstream).sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x_copy.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(layer.running_var, expected_layer.running_var)
