@@ -63,12 +63,12 @@ COEFFICIENT_CASES = [
 
 def coefficients_and_grads(maths, x, grad, params, running, groups, training, estimate,
                            synchronize):
-    """A, B, the running statistics after the step, slope, offset and the parameter grads."""
+    """The output, A, the running statistics after the step, slope, offset, parameter grads."""
     settings = BCNSettings(running[0].clone(), running[1].clone(), groups, training, estimate,
                            0.1, 1e-5, None, synchronize)
-    coeff_a, coeff_b, saved = maths.forward_coefficients(x, params, settings)
+    out, coeff_a, saved = maths.forward(x, params, settings)
     slope, offset, grads = maths.backward_coefficients(grad, x, params, saved, settings)
-    return [coeff_a, coeff_b, settings.running_mean, settings.running_var, slope, offset,
+    return [out, coeff_a, settings.running_mean, settings.running_var, slope, offset,
             *(g for g in grads if g is not None)]
 
 
