@@ -107,6 +107,13 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
+def print_table_header(title, label_columns, figure_columns):
+    """A markdown section title, then a table header: labels left-aligned, figures right."""
+    print(f'\n## {title}\n')
+    print('| ' + ' | '.join(label_columns + figure_columns) + ' |')
+    print('|' + '---|' * len(label_columns) + '---:|' * len(figure_columns))
+
+
 def interleaved_medians(runs, repeats, device, budget_s=0.0):
     """Median wall time, in seconds, of each callable of ``runs`` (a dict name -> callable).
 
@@ -140,11 +147,11 @@ def forward_backward(layer, x):
 
 
 def bench_layers(device, shapes, repeats):
-    print(f'\n## Normalization layers, forward + backward, {device.type}, median of {repeats} or '
-          f'more (as many rounds as fit in {LAYER_BUDGET_S:.0f} s, at most 100)\n')
-    print('| shape (N, C, H, W) | layer | time ms | saved for backward MiB | time / GroupNorm |'
-          ' saved / GroupNorm |')
-    print('|---|---|---:|---:|---:|---:|')
+    print_table_header(
+        f'Normalization layers, forward + backward, {device.type}, median of {repeats} or more '
+        f'(as many rounds as fit in {LAYER_BUDGET_S:.0f} s, at most 100)',
+        ['shape (N, C, H, W)', 'layer'],
+        ['time ms', 'saved for backward MiB', 'time / GroupNorm', 'saved / GroupNorm'])
     for shape in shapes:
         x = torch.randn(shape, device=device, requires_grad=True)
         modules = {name: layer.to(device).train()
@@ -160,9 +167,8 @@ def bench_layers(device, shapes, repeats):
 
 
 def bench_ws_conv(device, shapes, repeats):
-    print(f'\n## 3x3 convolution, forward + backward, {device.type}, median of {repeats}\n')
-    print('| input (N, C, H, W) | conv | time ms | time / Conv2d |')
-    print('|---|---|---:|---:|')
+    print_table_header(f'3x3 convolution, forward + backward, {device.type}, median of {repeats}',
+                       ['input (N, C, H, W)', 'conv'], ['time ms', 'time / Conv2d'])
     for shape in shapes:
         x = torch.randn(shape, device=device, requires_grad=True)
         channels = shape[1]
@@ -202,10 +208,9 @@ def bench_mask_rcnn(device, repeats, size):
     from mmengine.registry import init_default_scope
 
     init_default_scope('mmdet')
-    print(f'\n## Mask R-CNN R50-FPN training step, 2 images {size}x{size}, {device.type}, '
-          f'median of {repeats}, steps interleaved\n')
-    print('| config | step s | step / GN+WS |')
-    print('|---|---:|---:|')
+    print_table_header(f'Mask R-CNN R50-FPN training step, 2 images {size}x{size}, '
+                       f'{device.type}, median of {repeats}, steps interleaved',
+                       ['config'], ['step s', 'step / GN+WS'])
     runs = {}
     for norm in ('bcn-ws', 'gn-ws', 'bn'):
         path = f'configs/mask_rcnn/mask-rcnn_r50_fpn_{norm}_8xb2-1x_coco.py'
@@ -224,10 +229,8 @@ def bench_deployed_inference(device, repeats, size):
 
     from mmbcn.deploy import deploy_model
     init_default_scope('mmseg')
-    print(f'\n## DeepLabV3 R50-D8 inference after deploy_model, 1 image {size}x{size}, '
-          f'{device.type}, median of {repeats}\n')
-    print('| config | forward ms | / GN+WS |')
-    print('|---|---:|---:|')
+    print_table_header(f'DeepLabV3 R50-D8 inference after deploy_model, 1 image {size}x{size}, '
+                       f'{device.type}, median of {repeats}', ['config'], ['forward ms', '/ GN+WS'])
     runs = {}
     for norm in ('bcn-ws', 'gn-ws', 'syncbn'):
         path = f'configs/deeplabv3/deeplabv3_r50-d8_{norm}_8xb2-20k_voc12aug-512x512.py'
