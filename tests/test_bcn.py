@@ -184,6 +184,22 @@ def test_constant_input_gives_finite_output_and_gradient():
         assert torch.isfinite(out).all() and torch.isfinite(x.grad).all(), mode
 
 
+@pytest.mark.parametrize('mode', MODES)
+def test_some_constant_channels_match_the_reference(mode):
+    # Dead channels (all zero after a ReLU) or constant ones next to live ones: their rows
+    # standardize to NaN in the statistics pass and must come out as A * m + B.
+    layer = make_layer(8, 4, mode)
+    x = torch.randn(3, 8, 4, 5, dtype=torch.float64)
+    x[:, 1] = 0.0
+    x[0, 5] = 2.5
+    x[2, 6] = -1.0
+    ref_out, ref_mean, _, _ = reference_of(layer, x, mode)
+    out = layer(x.float())
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(layer.running_mean.double(), ref_mean, rtol=1e-5, atol=1e-5)
+
+
 def test_large_mean_small_variance_is_numerically_stable():
     layer = BatchChannelNorm2d(4, 2)
     x = torch.randn(4, 4, 8, 8, dtype=torch.float64) * 1e-2 + 1e3
