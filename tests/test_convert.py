@@ -112,6 +112,26 @@ def test_converted_checkpoint_gives_the_same_features(authors_checkpoint, tmp_pa
                                    atol=1e-9)
 
 
+def test_readme_layout_converts_to_the_same_checkpoint(authors_checkpoint, tmp_path):
+    # The BCNorm of the authors' README: batch stage `bn` (an EstBN with its update rate stored
+    # as `bn.estbn_moving_speed`) instead of the released files' `pbn`.
+    _, path = authors_checkpoint
+    released = torch.load(path, weights_only=True)['state_dict']
+    readme = {k.replace('.pbn.', '.bn.'): v for k, v in released.items()}
+    for key in [k for k in readme if k.endswith('.bn.running_mean')]:
+        readme[key.replace('running_mean', 'estbn_moving_speed')] = torch.tensor([0.1])
+    readme_path = tmp_path / 'readme_layout.pth'
+    torch.save(readme, readme_path)
+    convert_file(str(path), str(tmp_path / 'released.pth'), 'resnet50')
+    summary = convert_file(str(readme_path), str(tmp_path / 'readme.pth'), 'resnet50')
+    speeds = [k for k in summary['dropped'] if k.endswith('estbn_moving_speed')]
+    assert len(speeds) == 53  # every norm layer of a ResNet-50
+    expected = read_checkpoint(str(tmp_path / 'released.pth'))
+    converted = read_checkpoint(str(tmp_path / 'readme.pth'))
+    assert converted.keys() == expected.keys()
+    assert all(torch.equal(converted[k], expected[k]) for k in expected)
+
+
 def test_wrong_architecture_is_a_clear_error(authors_checkpoint, tmp_path):
     _, path = authors_checkpoint
     with pytest.raises(CheckpointLayoutError, match=r'does not fit an mmdet resnet101.*missing'):

@@ -46,7 +46,17 @@ def main(argv=None):
     except CheckpointLayoutError as error:
         sys.exit(f'error: {error}')
     print(f'wrote {summary["tensors"]} tensors to {args.destination} '
-          f'(num_groups={summary["num_groups"]}; dropped: {", ".join(summary["dropped"]) or "-"})')
+          f'(num_groups={summary["num_groups"]}; dropped: {describe_dropped(summary["dropped"])})')
+
+
+def describe_dropped(keys):
+    """The dropped keys, with the README layout's per-layer update-rate buffers counted."""
+    speeds = [k for k in keys if k.endswith('estbn_moving_speed')]
+    named = [k for k in keys if k not in speeds]
+    if speeds:
+        named.append(f'{len(speeds)} x estbn_moving_speed (the update rate r: set it with '
+                     f'momentum or BCNUpdateRateHook)')
+    return ', '.join(named) or '-'
 
 
 if __name__ == '__main__':

@@ -7,12 +7,15 @@ with keys prefixed ``module.`` (DataParallel):
 * torchvision-style names: ``conv1``, ``bn1``, ``layer1.0.conv2``, ``layer1.0.downsample.0/1``,
   ``fc``;
 * for each norm layer ``<name>``: its batch stage as
-  ``<name>.pbn.{weight,bias,running_mean,running_var,num_batches_tracked}`` and its per-group
-  affine as ``<name>.weight`` / ``<name>.bias`` of shape (1, G, 1);
+  ``<name>.<stage>.{weight,bias,running_mean,running_var,num_batches_tracked}`` and its
+  per-group affine as ``<name>.weight`` / ``<name>.bias`` of shape (1, G, 1). ``<stage>`` is
+  ``pbn`` in the released ImageNet files, ``bn`` in the ``BCNorm`` of the authors' README (whose
+  ``EstBN`` also stores the update rate as ``bn.estbn_moving_speed``: dropped, since r is set
+  by the layer's ``momentum`` or :class:`mmbcn.engine.BCNUpdateRateHook`);
 * WS convs with plain ``weight`` keys (standardization happens in forward).
 
 mmdet's ``ResNet`` / ``ResNeXt`` (and mmseg's ``ResNet``, which has the same 7x7 stem) use the
-same module names, so the conversion is a renaming: ``<name>.pbn.X -> <name>.X``,
+same module names, so the conversion is a renaming: ``<name>.<stage>.X -> <name>.X``,
 ``<name>.weight (1, G, 1) -> <name>.group_weight (G,)``, the same for bias; ``fc`` is dropped.
 """
 
@@ -21,8 +24,10 @@ from typing import Dict, Tuple
 import torch
 
 Tensor = torch.Tensor
-BATCH_STAGE = '.pbn.'
+# The batch stage's module name in the two layouts: the released files, the README's BCNorm.
+BATCH_STAGES = ('.pbn.', '.bn.')
 DROPPED_PREFIXES = ('fc.',)
+DROPPED_BUFFERS = ('estbn_moving_speed',)
 
 
 class CheckpointLayoutError(ValueError):
@@ -57,24 +62,22 @@ def convert_authors_bcn_ws(state_dict: Dict[str, Tensor]) -> Tuple[Dict[str, Ten
     """Rename an authors' BCN+WS ResNet state dict to mmdet/mmseg ResNet keys.
 
     Returns:
-        ``(converted, dropped)``: the new state dict and the keys left out (``fc``).
+        ``(converted, dropped)``: the new state dict and the keys left out (``fc``, and
+        ``estbn_moving_speed`` in the README layout).
 
     Raises:
-        CheckpointLayoutError: when no ``.pbn.`` batch-stage key is present, or a norm layer's
-            per-group affine is missing or not of shape (1, G, 1).
+        CheckpointLayoutError: when no ``.pbn.`` or ``.bn.`` batch-stage key is present, or a
+            norm layer's per-group affine is missing or not of shape (1, G, 1).
     """
     source = _strip_module_prefix(state_dict)
-    norm_layers = sorted({k.split(BATCH_STAGE)[0] for k in source if BATCH_STAGE in k})
-    if not norm_layers:
-        raise CheckpointLayoutError(
-            'No "<layer>.pbn.*" keys: this is not an authors\' BCN checkpoint. For a BN or '
-            'GN+WS checkpoint use mmbcn.convert.load_report to see what loads.')
+    batch_stage = _batch_stage_of(source)
+    norm_layers = sorted({k.split(batch_stage)[0] for k in source if batch_stage in k})
     converted, dropped = {}, []
     for key, value in source.items():
-        if key.startswith(DROPPED_PREFIXES):
+        if key.startswith(DROPPED_PREFIXES) or key.rsplit('.', 1)[-1] in DROPPED_BUFFERS:
             dropped.append(key)
-        elif BATCH_STAGE in key:
-            converted[key.replace(BATCH_STAGE, '.')] = value
+        elif batch_stage in key:
+            converted[key.replace(batch_stage, '.', 1)] = value
     for layer in norm_layers:
         for name in ('weight', 'bias'):
             key = f'{layer}.{name}'
@@ -88,10 +91,26 @@ def convert_authors_bcn_ws(state_dict: Dict[str, Tensor]) -> Tuple[Dict[str, Ten
             converted[f'{layer}.group_{name}'] = value.reshape(-1)
     norm_keys = {f'{layer}.{name}' for layer in norm_layers for name in ('weight', 'bias')}
     for key, value in source.items():
-        if BATCH_STAGE not in key and key not in norm_keys and not key.startswith(
-                DROPPED_PREFIXES):
+        if batch_stage not in key and key not in norm_keys and key not in dropped:
             converted[key] = value  # conv weights (WS convs store plain weights)
     return converted, dropped
+
+
+def _batch_stage_of(source: Dict[str, Tensor]) -> str:
+    """Which layout ``source`` has: ``'.pbn.'`` or ``'.bn.'`` (the one its norm layers use)."""
+    found = [stage for stage in BATCH_STAGES
+             if any(k.endswith(f'{stage}running_mean') for k in source)]
+    if not found:
+        raise CheckpointLayoutError(
+            'No "<layer>.pbn.*" or "<layer>.bn.*" batch-stage keys: this is not an authors\' '
+            'BCN checkpoint. For a BN or GN+WS checkpoint, see what loads with '
+            '`python tools/convert_checkpoint.py SRC --report --arch ARCH` '
+            '(mmbcn.convert.load_matching).')
+    if len(found) > 1:
+        raise CheckpointLayoutError(
+            'The checkpoint has both "<layer>.pbn.*" and "<layer>.bn.*" batch-stage keys; '
+            'the authors\' layouts use one of them. Convert a checkpoint of one model.')
+    return found[0]
 
 
 def check_fits(state_dict: Dict[str, Tensor], model: torch.nn.Module, what: str) -> None:
