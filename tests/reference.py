@@ -33,11 +33,21 @@ def batch_stats(x):
     return mean, var
 
 
-def bcn_reference(x, params, num_groups, mode, running_mean, running_var, rate, eps=1e-5):
+def batch_stats_around(x, center):
+    """Per-channel mean of (x - center[c])^2 over (N, *)."""
+    dims = [0] + list(range(2, x.dim()))
+    return ((x - center.reshape((1, -1) + (1,) * (x.dim() - 2))) ** 2).mean(dim=dims)
+
+
+def bcn_reference(x, params, num_groups, mode, running_mean, running_var, rate, eps=1e-5,
+                  estimate_rule='authors'):
     """BCN in float64. Returns (out, new_running_mean, new_running_var).
 
     mode: 'large' (large-batch training), 'micro' (micro-batch training) or 'eval'.
     params: dict with weight, bias, group_weight, group_bias (float64 tensors).
+    estimate_rule (micro): 'authors', the authors' EstBN: the variance estimate moves towards the
+    mean square of x around the previous running mean; 'batch_variance': towards the batch's
+    biased variance.
     """
     count = x.numel() // x.shape[1]
     if mode == 'large':
@@ -46,8 +56,12 @@ def bcn_reference(x, params, num_groups, mode, running_mean, running_var, rate, 
         new_var = (1 - rate) * running_var + rate * var.detach() * count / (count - 1)
     elif mode == 'micro':
         batch_mean, batch_var = batch_stats(x.detach())
-        new_mean = running_mean + rate * (batch_mean - running_mean)
-        new_var = running_var + rate * (batch_var - running_var)
+        if estimate_rule == 'authors':  # mean over (N, *) of (x - running_mean)^2
+            target_var = batch_stats_around(x.detach(), running_mean)
+        else:
+            target_var = batch_var
+        new_mean = (1 - rate) * running_mean + rate * batch_mean
+        new_var = (1 - rate) * running_var + rate * target_var
         mean, var = new_mean, new_var
     elif mode == 'eval':
         mean, var = running_mean, running_var
@@ -59,9 +73,11 @@ def bcn_reference(x, params, num_groups, mode, running_mean, running_var, rate, 
     return out, new_mean, new_var
 
 
-def weight_standardize_reference(weight, eps=1e-5):
-    """Per output filter: (w - mean) / sqrt(unbiased var + eps), in float64."""
+def weight_standardize_reference(weight, eps=1e-5, eps_on='variance'):
+    """Per output filter, in float64: (w - mean) / sqrt(unbiased var + eps) ('variance', the
+    authors' ImageNet code) or (w - mean) / (unbiased std + eps) ('std', their DeepLabV3 code)."""
     flat = weight.double().reshape(weight.shape[0], -1)
     mean = flat.mean(dim=1, keepdim=True)
     var = ((flat - mean) ** 2).sum(dim=1, keepdim=True) / (flat.shape[1] - 1)
-    return ((flat - mean) / torch.sqrt(var + eps)).reshape(weight.shape)
+    denominator = torch.sqrt(var + eps) if eps_on == 'variance' else torch.sqrt(var) + eps
+    return ((flat - mean) / denominator).reshape(weight.shape)

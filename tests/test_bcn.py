@@ -16,11 +16,15 @@ SHAPES_AND_GROUPS = [
     ((5, 12), 1),
     ((1, 8, 3, 2), 2),
 ]
-MODES = ['large', 'micro', 'eval']
+# 'micro' is micro-batch mode with the authors' rule, 'micro-batch-variance' with the other one.
+MODES = ['large', 'micro', 'micro-batch-variance', 'eval']
+ESTIMATE_RULE_OF_MODE = {'micro': 'authors', 'micro-batch-variance': 'batch_variance'}
 
 
 def make_layer(num_features, num_groups, mode, rate=0.3):
-    layer = BatchChannelNorm2d(num_features, num_groups, momentum=rate, estimate=(mode == 'micro'))
+    rule = ESTIMATE_RULE_OF_MODE.get(mode, 'authors')
+    layer = BatchChannelNorm2d(num_features, num_groups, momentum=rate,
+                               estimate=mode in ESTIMATE_RULE_OF_MODE, estimate_rule=rule)
     with torch.no_grad():  # non-trivial parameters and statistics
         for tensor in (layer.weight, layer.bias, layer.group_weight, layer.group_bias):
             tensor.copy_(torch.randn_like(tensor) * 0.5 + (1.0 if tensor.dim() else 0.0))
@@ -36,8 +40,9 @@ def reference_of(layer, x, mode):
         for name in ('weight', 'bias', 'group_weight', 'group_bias')
     }
     out, new_mean, new_var = bcn_reference(
-        x, params, layer.num_groups, mode, layer.running_mean.double().clone(),
-        layer.running_var.double().clone(), layer.momentum, layer.eps)
+        x, params, layer.num_groups, 'micro' if mode in ESTIMATE_RULE_OF_MODE else mode,
+        layer.running_mean.double().clone(), layer.running_var.double().clone(), layer.momentum,
+        layer.eps, estimate_rule=layer.estimate_rule)
     return out, new_mean, new_var, params
 
 
@@ -92,7 +97,7 @@ def test_output_can_be_modified_in_place(channels_last):
 def test_gradcheck_float64(mode):
     # Micro-batch mode defines no gradient through the moved estimates; with r = 0 they do not
     # move, so finite differences see the same function the analytic gradient differentiates.
-    layer = make_layer(6, 3, mode, rate=0.0 if mode == 'micro' else 0.3).double()
+    layer = make_layer(6, 3, mode, rate=0.0 if mode in ESTIMATE_RULE_OF_MODE else 0.3).double()
     x = torch.randn(3, 6, 2, 3, dtype=torch.float64, requires_grad=True)
     params = [layer.weight, layer.bias, layer.group_weight, layer.group_bias]
     buffers = {k: v.clone() for k, v in layer.named_buffers()}
@@ -230,6 +235,7 @@ def test_autocast_computes_statistics_in_float32(dtype):
     (dict(num_features=32, num_groups=0), 'num_groups must be a positive int'),
     (dict(num_features=32, eps=0.0), 'eps must be > 0'),
     (dict(num_features=32, momentum=1.5), r'momentum .* must be in \[0, 1\]'),
+    (dict(num_features=32, estimate=True, estimate_rule='batch'), 'estimate_rule must be one of'),
 ])
 def test_bad_config_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):

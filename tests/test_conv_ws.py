@@ -12,17 +12,19 @@ from mmbcn import WSConv2d, weight_standardize
     (4, 8, 3, 1), (6, 6, 1, 2), (8, 4, (3, 1), 4), (3, 5, 5, 1),
 ])
 @pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('eps_on', ['variance', 'std'])
 def test_matches_conv2d_with_reference_standardized_weight(in_channels, out_channels, kernel,
-                                                           groups, channels_last):
-    conv = WSConv2d(in_channels, out_channels, kernel, padding=1, groups=groups, bias=True)
+                                                           groups, channels_last, eps_on):
+    conv = WSConv2d(in_channels, out_channels, kernel, padding=1, groups=groups, bias=True,
+                    eps_on=eps_on)
     x = torch.randn(2, in_channels, 7, 6)
     if channels_last:
         conv = conv.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     x64 = x.double().requires_grad_()
     w64 = conv.weight.detach().double().requires_grad_()
-    expected = F.conv2d(x64, weight_standardize_reference(w64), conv.bias.double(), padding=1,
-                        groups=groups)
+    expected = F.conv2d(x64, weight_standardize_reference(w64, eps_on=eps_on), conv.bias.double(),
+                        padding=1, groups=groups)
     x.requires_grad_()
     out = conv(x)
     torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
@@ -38,6 +40,23 @@ def test_standardized_filters_have_zero_mean_unit_unbiased_variance():
     torch.testing.assert_close(standardized.mean(1), torch.zeros(16), atol=1e-5, rtol=0)
     torch.testing.assert_close(standardized.var(1, correction=1), torch.ones(16), atol=1e-4,
                                rtol=0)
+
+
+def test_the_two_eps_forms_differ_where_the_filter_std_is_small():
+    # Filters of std 0.003 (std^2 = 9e-6, next to eps = 1e-5): the forms differ by tens of
+    # percent; Kaiming-initialized 3x3 filters of a 256-channel conv (std 0.029) by about 0.5%.
+    small = torch.randn(16, 8, 3, 3, dtype=torch.float64) * 0.003
+    kaiming = torch.randn(256, 64, 3, 3, dtype=torch.float64) * (2 / (256 * 9)) ** 0.5
+    for weight, low, high in ((small, 0.2, 1.0), (kaiming, 1e-3, 1e-2)):
+        by_variance = weight_standardize(weight, eps_on='variance')
+        by_std = weight_standardize(weight, eps_on='std')
+        difference = ((by_std - by_variance).norm() / by_variance.norm()).item()
+        assert low < difference < high
+
+
+def test_bad_eps_form_is_a_clear_error():
+    with pytest.raises(ValueError, match="eps_on must be one of"):
+        WSConv2d(4, 4, 3, eps_on='sqrt')
 
 
 def test_channels_last_weight_stays_channels_last():

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from dist_utils import run_in_processes
+from reference import bcn_reference
 
 from mmbcn import BatchChannelNorm2d
 
@@ -17,9 +18,17 @@ def make_data(step):
     return x, upstream
 
 
-def make_layer(estimate):
+# (estimate, estimate_rule, r): large-batch mode, and both micro-batch rules at r < 1 and r = 1.
+MODES = [(False, 'authors', 0.3), (True, 'authors', 0.3), (True, 'authors', 1.0),
+         (True, 'batch_variance', 0.3), (True, 'batch_variance', 1.0)]
+MODE_IDS = ['large-batch', 'authors-r0.3', 'authors-r1', 'batch-variance-r0.3',
+            'batch-variance-r1']
+
+
+def make_layer(estimate, estimate_rule='authors', rate=0.3):
     torch.manual_seed(0)
-    layer = BatchChannelNorm2d(8, num_groups=4, momentum=0.3, estimate=estimate)
+    layer = BatchChannelNorm2d(8, num_groups=4, momentum=rate, estimate=estimate,
+                               estimate_rule=estimate_rule)
     with torch.no_grad():
         layer.weight.uniform_(0.5, 1.5)
         layer.bias.normal_()
@@ -43,23 +52,50 @@ def train_steps(layer, rank_slice):
     return dict(outs=outs, grads=grads, param_grads=params, buffers=buffers)
 
 
-def distributed_worker(rank, world_size, estimate):
+def distributed_worker(rank, world_size, mode):
     start = sum(BATCH_SIZES[:rank])
-    layer = make_layer(estimate)
+    layer = make_layer(*mode)
     assert layer.synchronizes()
     return train_steps(layer, slice(start, start + BATCH_SIZES[rank]))
 
 
-@pytest.mark.parametrize('estimate', [False, True], ids=['large-batch', 'micro-batch'])
-def test_two_processes_equal_one_process_on_the_concatenated_batch(estimate):
-    results = run_in_processes(distributed_worker, 2, estimate)
-    single = train_steps(make_layer(estimate), slice(None))
+def float64_reference(mode):
+    """The reference's outputs, input gradients and running statistics on the whole batch."""
+    layer = make_layer(*mode)
+    params = {n: p.detach().double().requires_grad_() for n, p in layer.named_parameters()}
+    running = (layer.running_mean.double(), layer.running_var.double())
+    outs, grads = [], []
+    for step in range(STEPS):
+        x, upstream = make_data(step)
+        x = x.double().requires_grad_()
+        out, *running = bcn_reference(x, params, 4, 'micro' if mode[0] else 'large', *running,
+                                      rate=mode[2], estimate_rule=mode[1])
+        (out * upstream.double()).sum().backward()
+        outs.append(out.detach())
+        grads.append(x.grad)
+    return outs, grads, running
+
+
+@pytest.mark.parametrize('mode', MODES, ids=MODE_IDS)
+def test_two_processes_equal_one_process_on_the_concatenated_batch(mode):
+    results = run_in_processes(distributed_worker, 2, mode)
+    single = train_steps(make_layer(*mode), slice(None))
+    ref_outs, ref_grads, (ref_mean, ref_var) = float64_reference(mode)
 
     for step in range(STEPS):
         torch.testing.assert_close(torch.cat([r['outs'][step] for r in results]),
                                    single['outs'][step], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(torch.cat([r['grads'][step] for r in results]),
                                    single['grads'][step], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.cat([r['outs'][step] for r in results]).double(),
+                                   ref_outs[step], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(torch.cat([r['grads'][step] for r in results]).double(),
+                                   ref_grads[step], rtol=1e-3, atol=1e-4)
+    for rank in results:
+        torch.testing.assert_close(rank['buffers']['running_mean'].double(), ref_mean,
+                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(rank['buffers']['running_var'].double(), ref_var,
+                                   rtol=1e-5, atol=1e-5)
     for name, grad in single['param_grads'].items():  # DDP sums (then averages) these
         torch.testing.assert_close(sum(r['param_grads'][name] for r in results), grad,
                                    rtol=1e-4, atol=1e-4)

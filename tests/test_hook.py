@@ -71,7 +71,7 @@ def test_constant_policy_with_warm_start(tmp_path):
     runner.register_hook(recorder)
     runner.train()
     rates = [r for _, _, r in recorder.seen]
-    assert rates == pytest.approx([1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 5, 1 / 6, 1 / 7, 1 / 8])
+    assert rates == pytest.approx([1.0, 1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 5, 1 / 6, 1 / 7])
     hook = BCNUpdateRateHook(policy='constant', rate=0.1)
     assert hook.update_rate(100, lr=1.0) == pytest.approx(0.1)
 

@@ -26,7 +26,7 @@ SMALL, LARGE = dict(BLOCK_N=2, BLOCK_K=8), dict(BLOCK_N=16, BLOCK_K=512)
 
 CASES = [
     *[(coefficients._forward_kernel, dict(STATS=stats, SUMS_GIVEN=given, **AFFINE, **SMALL))
-      for stats in (0, 1, 2) for given in (False, True)],
+      for stats in (0, 1, 2, 3) for given in (False, True)],
     (coefficients._forward_kernel, dict(STATS=2, SUMS_GIVEN=False, **NO_AFFINE, **LARGE)),
     (coefficients._backward_kernel, dict(BATCH_PATH=True, **AFFINE, **SMALL)),
     (coefficients._backward_kernel, dict(BATCH_PATH=False, **NO_AFFINE, **LARGE)),

@@ -52,27 +52,35 @@ def check_passes(shape, dtype):
     print(f'{shape} {dtype}: ok')
 
 
-# (shape, groups, training, estimate, affine, synchronize): all three statistics sources, no
-# affine, 1x1 maps, one sample, one group, several segments per row, the all-reduce paths.
+# (shape, groups, training, estimate, affine, synchronize, estimate_rule): all statistics
+# sources (both micro-batch rules), no affine, 1x1 maps, one sample, one group, several segments
+# per row, the all-reduce paths.
 COEFFICIENT_CASES = [
-    ((2, 6, 37, 41), 3, True, False, True, False), ((2, 6, 37, 41), 3, True, True, True, False),
-    ((1, 4, 3000), 2, False, True, False, False), ((3, 8, 5, 5), 2, True, False, False, False),
-    ((3, 4, 1, 1), 2, True, False, True, False), ((5, 16, 2, 2), 1, True, True, True, False),
-    ((2, 6, 37, 41), 3, True, False, True, True), ((2, 6, 37, 41), 3, True, True, True, True)]
+    ((2, 6, 37, 41), 3, True, False, True, False, 'authors'),
+    ((2, 6, 37, 41), 3, True, True, True, False, 'authors'),
+    ((2, 6, 37, 41), 3, True, True, True, False, 'batch_variance'),
+    ((1, 4, 3000), 2, False, True, False, False, 'authors'),
+    ((3, 8, 5, 5), 2, True, False, False, False, 'authors'),
+    ((3, 4, 1, 1), 2, True, False, True, False, 'authors'),
+    ((1, 4, 1, 1), 2, True, True, True, False, 'authors'),
+    ((5, 16, 2, 2), 1, True, True, True, False, 'authors'),
+    ((2, 6, 37, 41), 3, True, False, True, True, 'authors'),
+    ((2, 6, 37, 41), 3, True, True, True, True, 'authors'),
+    ((2, 6, 37, 41), 3, True, True, True, True, 'batch_variance')]
 
 
 def coefficients_and_grads(maths, x, grad, params, running, groups, training, estimate,
-                           synchronize):
+                           synchronize, estimate_rule):
     """The output, A, the running statistics after the step, slope, offset, parameter grads."""
     settings = BCNSettings(running[0].clone(), running[1].clone(), groups, training, estimate,
-                           0.1, 1e-5, None, synchronize)
+                           0.1, 1e-5, None, synchronize, estimate_rule)
     out, coeff_a, saved = maths.forward(x, params, settings)
     slope, offset, grads = maths.backward_coefficients(grad, x, params, saved, settings)
     return [out, coeff_a, settings.running_mean, settings.running_var, slope, offset,
             *(g for g in grads if g is not None)]
 
 
-def check_coefficients(shape, groups, training, estimate, affine, synchronize):
+def check_coefficients(shape, groups, training, estimate, affine, synchronize, estimate_rule):
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=generator) * 3 + 10
     grad = torch.randn(shape, generator=generator)
@@ -80,7 +88,7 @@ def check_coefficients(shape, groups, training, estimate, affine, synchronize):
     params = Params(*(torch.randn(size, generator=generator) if affine else None
                       for size in (c, c, groups, groups)))
     running = torch.randn(c, generator=generator), torch.rand(c, generator=generator) + 0.5
-    mode = (groups, training, estimate, synchronize)
+    mode = (groups, training, estimate, synchronize, estimate_rule)
     got = coefficients_and_grads(triton_coefficients, x, grad, params, running, *mode)
     want = coefficients_and_grads(
         PyTorchCoefficients(torch_passes), x.double(), grad.double(),

@@ -17,16 +17,25 @@ class BCNUpdateRateHook(Hook):
         'constant':  r_t = rate
         'lr':        r_t = rate * lr_t / lr_0       (lr_0: the first param group's base lr)
 
-    and in both ``r_t = clip(max(r_t, 1 / (t + 1)), min_rate, 1)`` when ``warm_start`` is True.
+    and in both ``r_t = clip(max(r_t, 1 / max(t, 1)), min_rate, 1)`` when ``warm_start`` is True.
 
     Why ``'lr'`` is the default: the paper ties r to training progress, since the estimates must
     track statistics that drift as fast as the weights move, and the weights move in proportion to
     the learning rate; late in a decaying schedule the estimates then average over many more
     micro-batches. ``rate=0.1`` equals BatchNorm's default momentum at the base learning rate.
-    The ``1 / (t + 1)`` floor (warm start) makes the first estimates the plain average of the
-    batches seen so far, as BatchNorm's cumulative average does, so the estimates forget their
-    initial values (0 / 1, or an ImageNet checkpoint's) within the first iterations, also while a
-    learning-rate warmup keeps ``lr_t`` tiny.
+    The warm start (r = 1 at iterations 0 and 1, then ``1 / t``) makes the estimates the plain
+    average of the batches seen since iteration 1, as BatchNorm's cumulative average does, so
+    they forget their initial values within the first iterations, also while a learning-rate
+    warmup keeps ``lr_t`` tiny. What the first estimates are, with the authors' rule
+    (``v = mean (x - mu_old)^2``, see :mod:`mmbcn.layers.statistics`):
+
+    * iteration 0 (r = 1): ``mu`` = the batch mean; ``var`` = the batch's spread around the
+      initial running mean: ``var_b + mu_b^2`` from fresh buffers (0 / 1), an over-estimate that
+      is never 0 unless x is (a one-value-per-channel batch gives ``x^2``, not 0), or
+      ``var_b + (mu_b - mu_ckpt)^2`` from an ImageNet checkpoint's statistics;
+    * iteration 1 (r = 1 again): the spread of the second batch around the first batch's mean,
+      which depends on the data alone, whatever the initial buffers held;
+    * later: the running average of those spreads, until ``r_t`` takes over.
 
     Large-batch-mode layers (``estimate=False``) are left alone unless ``include_large_batch``;
     their ``momentum`` is BatchNorm's and only shapes the statistics used at test time.
@@ -36,7 +45,7 @@ class BCNUpdateRateHook(Hook):
         policy: ``'constant'`` or ``'lr'``.
         rate: r for ``'constant'``; r at the base learning rate for ``'lr'``.
         min_rate: lower bound of r.
-        warm_start: apply the ``1 / (t + 1)`` floor.
+        warm_start: apply the ``1 / max(t, 1)`` floor.
         include_large_batch: also set ``momentum`` of large-batch-mode BCN layers.
     """
 
@@ -72,7 +81,7 @@ class BCNUpdateRateHook(Hook):
         if self.policy == 'lr':
             rate = self.rate * lr / self.base_lr if self.base_lr else self.rate
         if self.warm_start:
-            rate = max(rate, 1.0 / (iteration + 1))
+            rate = max(rate, 1.0 / max(iteration, 1))
         return min(max(rate, self.min_rate), 1.0)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:

@@ -9,6 +9,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .distributed import world_size_of
 from .functional import batch_channel_norm, spatial_size
+from .statistics import ESTIMATE_RULES
 
 
 @MODELS.register_module(name=['BCN', 'BatchChannelNorm2d'])
@@ -27,10 +28,15 @@ class BatchChannelNorm2d(_BatchNorm):
     * large-batch mode (``estimate=False``), training: the batch mean and biased variance over
       (N, *), with gradients through them (BatchNorm). Running statistics are kept as BatchNorm
       keeps them (unbiased variance, ``momentum`` as BatchNorm's; None means a cumulative average).
-    * micro-batch mode (``estimate=True``), training: the running estimates are first moved
-      towards the batch statistics at the update rate r = ``momentum``
-      (``running += r * (batch - running)``, biased batch variance), then used to normalize; no
-      gradient flows through them. :class:`mmbcn.engine.BCNUpdateRateHook` sets r during training.
+    * micro-batch mode (``estimate=True``), training: the running estimates are first moved at
+      the update rate r = ``momentum``, ``mu = (1 - r) mu_old + r mu_batch`` and
+      ``var = (1 - r) var_old + r v`` with, by default, the authors'
+      ``v = mean over the batch of (x - mu_old)^2`` (``estimate_rule``, see
+      :mod:`mmbcn.layers.statistics`), then used to normalize; no gradient flows through them.
+      :class:`mmbcn.engine.BCNUpdateRateHook` sets r during training. ``momentum=None`` averages
+      the batches seen (r = 1 at the first two steps, then 1/(t - 1) at step t): the first
+      step's variance, a spread around the initial running mean (0 for fresh buffers), is
+      forgotten at the second.
     * eval: the running statistics, in both modes.
 
     When torch.distributed is initialized with more than one process and ``sync_stats`` is True,
@@ -42,6 +48,13 @@ class BatchChannelNorm2d(_BatchNorm):
     ``running_var``, ``num_batches_tracked``), so BN checkpoints load into it; the channel stage
     adds ``group_weight`` and ``group_bias`` of shape (G,), initialized to 1 and 0. ``_abbr_`` is
     ``'bn'``, so mmdet/mmseg ResNets name these layers as they name BN layers (``bn1``, ...).
+
+    Zero-init of a residual branch (mmdet's and mmseg's ``zero_init_residual=True``, a
+    ``Constant(val=0)`` init of the block's last norm) sets a norm layer's ``weight`` and
+    ``bias`` to 0. On BCN that would zero the batch stage, leaving the channel stage to divide a
+    constant by sqrt(eps). The authors zero the channel stage's weight instead, so
+    :meth:`init_weights` (which MMEngine calls after the parent's init) turns a batch stage with
+    all-zero weight and bias into the authors' zero-init: ``weight = 1``, ``group_weight = 0``.
 
     Being a ``_BatchNorm``, this layer follows what OpenMMLab settings mean for BN layers:
     ``norm_eval=True`` in a ResNet freezes the batch stage's statistics (the layer runs in eval
@@ -61,14 +74,20 @@ class BatchChannelNorm2d(_BatchNorm):
             torch.distributed is initialized.
         affine: learnable affine parameters in both stages.
         process_group: the group to synchronize over (None: the default group).
+        estimate_rule: what the micro-batch variance estimate moves towards: ``'authors'``
+            (default, the spread of the batch around the previous estimate) or
+            ``'batch_variance'`` (the biased variance of the batch; not the authors' rule, kept
+            for comparison). Ignored in large-batch mode.
 
     Note:
-        Departures from the authors' release (``BCNorm`` / ``EstBN`` in
-        github.com/joe-siyuan-qiao/Batch-Channel-Normalization): their estimated variance is the
-        mean square around the *previous* running mean, ``E[(x - running_mean)^2]``; here it
-        moves towards the biased batch variance as the update rule in the paper states. The
-        maths here is a single pass (see :mod:`mmbcn.layers.functional`) rather than a
-        BatchNorm module followed by a batch-norm call over reshaped groups.
+        Compared with the authors' release (``BCNorm`` / ``EstBN`` in
+        github.com/joe-siyuan-qiao/Batch-Channel-Normalization; the DeepLabV3 code's ``PBCNorm``
+        for large-batch mode), the defaults compute the same function and the same estimates.
+        Departures: ``estimate_rule='batch_variance'`` is an option of ours; their ``EstBN``
+        fixes the batch stage's eps at 1e-5 (here ``eps``, default 1e-5, for both stages);
+        statistics can be all-reduced over processes in micro-batch mode too (their ``EstBN``
+        is per process); and the maths is a single pass (:mod:`mmbcn.layers.fused`) rather than
+        a BatchNorm module followed by a batch-norm call over reshaped groups.
     """
 
     _abbr_ = 'bn'
@@ -81,11 +100,13 @@ class BatchChannelNorm2d(_BatchNorm):
                  estimate: bool = False,
                  sync_stats: bool = True,
                  affine: bool = True,
-                 process_group=None):
-        _check_config(num_features, num_groups, eps, momentum)
+                 process_group=None,
+                 estimate_rule: str = 'authors'):
+        _check_config(num_features, num_groups, eps, momentum, estimate_rule)
         super().__init__(num_features, eps, momentum, affine, track_running_stats=True)
         self.num_groups = num_groups
         self.estimate = bool(estimate)
+        self.estimate_rule = estimate_rule
         self.sync_stats = bool(sync_stats)
         self.process_group = process_group
         if affine:
@@ -101,6 +122,21 @@ class BatchChannelNorm2d(_BatchNorm):
         if getattr(self, 'group_weight', None) is not None:
             nn.init.ones_(self.group_weight)
             nn.init.zeros_(self.group_bias)
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Turn a zeroed batch stage (a ``Constant(val=0)`` init) into the authors' zero-init.
+
+        MMEngine's ``BaseModule.init_weights`` calls this after applying the parent's
+        ``init_cfg``. A batch stage whose weight and bias are all 0 makes the channel stage
+        normalize a constant; the authors zero-initialize a residual branch by its channel
+        stage's weight instead. So: ``weight = 1``, ``group_weight = 0`` (bias and group_bias
+        stay 0). Any other state is left as it is.
+        """
+        if not self.affine or self.weight.any() or self.bias.any():
+            return
+        self.weight.fill_(1.0)
+        self.group_weight.zero_()
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
@@ -120,9 +156,14 @@ class BatchChannelNorm2d(_BatchNorm):
     def _update_rate(self):
         """r for this step, counting the step in ``num_batches_tracked`` (as BatchNorm)."""
         self.num_batches_tracked.add_(1)
-        if self.momentum is None:  # cumulative moving average, as BatchNorm (a 0-d tensor: no sync)
-            return 1.0 / self.num_batches_tracked.double()
-        return self.momentum
+        if self.momentum is not None:
+            return self.momentum
+        # A cumulative moving average (a 0-d tensor: no sync), as BatchNorm; the estimates
+        # restart at the second step (see the class doc).
+        steps = self.num_batches_tracked
+        if self.estimate:
+            steps = (steps - 1).clamp_min(1)
+        return 1.0 / steps.double()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
@@ -140,15 +181,16 @@ class BatchChannelNorm2d(_BatchNorm):
             x, self.running_mean, self.running_var, self.weight, self.bias, self.group_weight,
             self.group_bias, self.num_groups, training=self.training, estimate=self.estimate,
             update_rate=update_rate, eps=self.eps, process_group=self.process_group,
-            synchronize=synchronize)
+            synchronize=synchronize, estimate_rule=self.estimate_rule)
 
     def extra_repr(self) -> str:
         return (f'{self.num_features}, num_groups={self.num_groups}, eps={self.eps}, '
                 f'momentum={self.momentum}, estimate={self.estimate}, '
-                f'sync_stats={self.sync_stats}, affine={self.affine}')
+                f'sync_stats={self.sync_stats}, affine={self.affine}'
+                + (f', estimate_rule={self.estimate_rule!r}' if self.estimate else ''))
 
 
-def _check_config(num_features, num_groups, eps, momentum) -> None:
+def _check_config(num_features, num_groups, eps, momentum, estimate_rule) -> None:
     """Raise a ValueError naming the bad option of a BatchChannelNorm2d config."""
     if not isinstance(num_features, int) or num_features <= 0:
         raise ValueError(f'BCN: num_features must be a positive int, got {num_features!r}.')
@@ -164,3 +206,6 @@ def _check_config(num_features, num_groups, eps, momentum) -> None:
     if momentum is not None and not 0.0 <= momentum <= 1.0:
         raise ValueError(f'BCN: momentum (the update rate r) must be in [0, 1] or None, '
                          f'got {momentum!r}.')
+    if estimate_rule not in ESTIMATE_RULES:
+        raise ValueError(f'BCN: estimate_rule must be one of {ESTIMATE_RULES} (\'authors\' is the '
+                         f'authors\' released rule), got {estimate_rule!r}.')

@@ -4,7 +4,7 @@ import torch
 from mmengine.registry import MODELS
 from torch import nn
 
-from .functional import weight_standardize
+from .functional import WS_EPS_FORMS, weight_standardize
 
 
 @MODELS.register_module(name='WSConv2d')
@@ -12,8 +12,8 @@ class WSConv2d(nn.Conv2d):
     """``nn.Conv2d`` whose filters are standardized before the convolution.
 
     ``out = conv2d(x, (w - mean(w)) / sqrt(var(w) + eps))`` with mean and unbiased variance per
-    output filter over (in_channels/groups, kh, kw); see
-    :func:`mmbcn.layers.functional.weight_standardize`.
+    output filter over (in_channels/groups, kh, kw), or ``(w - mean(w)) / (std(w) + eps)`` with
+    ``eps_on='std'``; see :func:`mmbcn.layers.functional.weight_standardize`.
 
     The parameters are ``nn.Conv2d``'s (``weight``, ``bias``), so checkpoints of mmcv's
     ``ConvWS2d`` load unchanged. When no gradient with respect to the weight is needed
@@ -23,19 +23,24 @@ class WSConv2d(nn.Conv2d):
 
     Args:
         *args, **kwargs: as ``nn.Conv2d``.
-        eps: added to the filter variance inside the square root.
+        eps: added to the filter variance (or standard deviation).
+        eps_on: ``'variance'`` (default): ``sqrt(var + eps)``, as the authors' ImageNet code that
+            trained the released BCN+WS weights; ``'std'``: ``std + eps``, as the authors'
+            DeepLabV3 code, the WS repository's Mask R-CNN and mmcv's ``ConvWS``.
 
     Note:
-        The authors' ImageNet code divides by ``std + 1e-5``; here eps sits inside the square
-        root (as in the paper's formula), which only differs for filters with std near 0 and
-        never divides by ~0. mmcv's ``fuse_conv_bn`` must not be applied to this layer (it
+        Both forms are the authors', from different releases; the configs that follow a recipe
+        use that recipe's form. mmcv's ``fuse_conv_bn`` must not be applied to this layer (it
         scales the raw filters, which standardization undoes); use ``mmbcn`` deploy conversion.
     """
 
-    def __init__(self, *args, eps: float = 1e-5, **kwargs):
+    def __init__(self, *args, eps: float = 1e-5, eps_on: str = 'variance', **kwargs):
         super().__init__(*args, **kwargs)
         if not eps > 0:
             raise ValueError(f'WSConv2d: eps must be > 0, got {eps!r}.')
+        if eps_on not in WS_EPS_FORMS:
+            raise ValueError(f'WSConv2d: eps_on must be one of {WS_EPS_FORMS} (\'variance\': '
+                             f'sqrt(var + eps), \'std\': std + eps), got {eps_on!r}.')
         if self.weight[0].numel() < 2:
             raise ValueError(
                 f'WSConv2d: each filter has {self.weight[0].numel()} value '
@@ -43,6 +48,7 @@ class WSConv2d(nn.Conv2d):
                 f'kernel_size={self.kernel_size}); standardizing a single value is undefined. '
                 f'Use a plain conv for this layer.')
         self.eps = eps
+        self.eps_on = eps_on
         self._cache_key = None
         self._cached_weight = None
 
@@ -51,10 +57,11 @@ class WSConv2d(nn.Conv2d):
         weight = self.weight
         if weight.requires_grad and torch.is_grad_enabled():
             self._cache_key = self._cached_weight = None
-            return weight_standardize(weight, self.eps)
-        key = (weight._version, weight.data_ptr(), weight.dtype, weight.device, self.eps)
+            return weight_standardize(weight, self.eps, self.eps_on)
+        key = (weight._version, weight.data_ptr(), weight.dtype, weight.device, self.eps,
+               self.eps_on)
         if key != self._cache_key:
-            self._cached_weight = weight_standardize(weight.detach(), self.eps)
+            self._cached_weight = weight_standardize(weight.detach(), self.eps, self.eps_on)
             self._cache_key = key
         return self._cached_weight
 
@@ -62,5 +69,5 @@ class WSConv2d(nn.Conv2d):
         return self._conv_forward(x, self.standardized_weight(), self.bias)
 
     def extra_repr(self) -> str:
-        return f'{super().extra_repr()}, eps={self.eps}'
+        return f'{super().extra_repr()}, eps={self.eps}, eps_on={self.eps_on!r}'
 

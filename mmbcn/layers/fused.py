@@ -56,6 +56,7 @@ class BCNSettings:
     eps: float
     process_group: Optional[object] = None
     synchronize: bool = False
+    estimate_rule: str = 'authors'
 
 
 def passes_for(x: torch.Tensor):
@@ -122,7 +123,7 @@ class PyTorchCoefficients:
             channel_mean, channel_var, count = training_statistics(
                 sample_mean, sample_var, spatial_positions(x), settings.running_mean,
                 settings.running_var, settings.estimate, settings.update_rate,
-                settings.process_group, settings.synchronize)
+                settings.process_group, settings.synchronize, settings.estimate_rule)
         else:
             channel_mean = settings.running_mean.to(sample_mean.dtype)
             channel_var = settings.running_var.to(sample_mean.dtype)

@@ -1,10 +1,33 @@
-"""The batch stage's statistics: batch moments from per-sample moments; the running estimates."""
+"""The batch stage's statistics: batch moments from per-sample moments; the running estimates.
+
+The micro-batch estimates (``estimate=True``) move at the update rate r, under no gradient, with
+``mu_old``, ``var_old`` the current estimates and mu_b, var_b the (global) batch mean and biased
+variance::
+
+    mu  = (1 - r) mu_old  + r mu_b
+    var = (1 - r) var_old + r v
+
+and the batch stage then normalizes with the updated (mu, var). v, the variance the estimate
+moves towards, is chosen by the estimate rule:
+
+* ``'authors'`` (default): ``v = mean over the batch of (x - mu_old)^2 = var_b + (mu_b - mu_old)^2``,
+  the batch's spread around the *previous* estimate, as the authors' released ``EstBN``
+  (github.com/joe-siyuan-qiao/Batch-Channel-Normalization). It counts how far micro-batch means
+  wander around the population mean, so ``var`` estimates the population variance even with one
+  image, or one value per channel (1x1 maps), per micro-batch.
+* ``'batch_variance'``: ``v = var_b``, the variance inside one micro-batch (mmbcn 0.x before
+  this rule was corrected). Not the authors' rule: it under-estimates the population variance
+  when micro-batch means differ (0.8x at one image per GPU in a float64 simulation), and is 0
+  with one value per channel. Kept for comparison.
+"""
 
 from typing import NamedTuple
 
 import torch
 
 from .distributed import all_reduce_sum
+
+ESTIMATE_RULES = ('authors', 'batch_variance')
 
 
 class BatchMoments(NamedTuple):
@@ -28,7 +51,7 @@ def batch_moments(
     process_group=None,
     synchronize: bool = False,
 ) -> BatchMoments:
-    """Batch mean and biased variance per channel, over the local or the global batch.
+    """Batch mean and biased variance per channel (float64), over the local or the global batch.
 
     With ``synchronize`` the sums ``S0 = sum_n M``, ``S1 = sum_n M * m`` and
     ``S2 = sum_n M * (v + m^2)`` are all-reduced over ``process_group`` (one collective), so
@@ -58,31 +81,53 @@ def batch_moments(
     total = sums[0]
     mean = sums[1:1 + num_channels] / total
     var = (sums[1 + num_channels:] / total - mean.square()).clamp_min(0)
-    return BatchMoments(mean.to(sample_mean.dtype), var.to(sample_mean.dtype), total)
+    return BatchMoments(mean, var, total)
+
+
+def estimate_target_variance(batch: BatchMoments, previous_mean: torch.Tensor,
+                             rule: str) -> torch.Tensor:
+    """v, the variance the micro-batch estimate moves towards (float64; see the module doc).
+
+    From the batch moments alone (for the global batch, from the same all-reduced sums): the
+    authors' ``mean (x - mu_old)^2`` is ``var_b + (mu_b - mu_old)^2``.
+    """
+    if rule == 'authors':
+        return batch.var + (batch.mean - previous_mean.double()).square()
+    if rule == 'batch_variance':
+        return batch.var
+    raise ValueError(f'BCN: estimate_rule must be one of {ESTIMATE_RULES}, got {rule!r}.')
 
 
 @torch.no_grad()
 def training_statistics(sample_mean, sample_var, positions_per_sample, running_mean, running_var,
-                        estimate, update_rate, process_group=None,
-                        synchronize=False) -> BatchMoments:
+                        estimate, update_rate, process_group=None, synchronize=False,
+                        estimate_rule='authors') -> BatchMoments:
     """The (mean, var) the batch stage normalizes with in training; updates the buffers in place.
 
     * large-batch mode (``estimate=False``): the batch moments; the buffers move as BatchNorm's,
       ``running = (1 - r) * running + r * stat`` with the unbiased variance
       ``var * count / (count - 1)``.
-    * micro-batch mode: the estimates first move towards the batch moments,
-      ``running += r * (batch - running)`` (biased variance), and are then returned (as copies:
-      the buffers change in place at the next step, possibly before this step's backward).
+    * micro-batch mode: the estimates first move at the rate r (the module doc, ``estimate_rule``)
+      and are then returned (as copies: the buffers change in place at the next step, possibly
+      before this step's backward).
+
+    Returned in the dtype of ``sample_mean``; ``count`` is S0 (float64).
     """
     batch = batch_moments(sample_mean, sample_var, positions_per_sample, process_group,
                           synchronize)
+    dtype = sample_mean.dtype
     if estimate:
-        running_mean.add_(update_rate * (batch.mean.to(running_mean) - running_mean))
-        running_var.add_(update_rate * (batch.var.to(running_var) - running_var))
-        dtype = sample_mean.dtype
+        target_var = estimate_target_variance(batch, running_mean, estimate_rule)
+        _move_towards(running_mean, batch.mean, update_rate)
+        _move_towards(running_var, target_var, update_rate)
         return BatchMoments(running_mean.to(dtype, copy=True), running_var.to(dtype, copy=True),
                             batch.count)
-    unbiased_var = batch.var * (batch.count / (batch.count - 1)).to(batch.var)
-    running_mean.mul_(1 - update_rate).add_(update_rate * batch.mean.to(running_mean))
-    running_var.mul_(1 - update_rate).add_(update_rate * unbiased_var.to(running_var))
-    return batch
+    unbiased_var = batch.var * (batch.count / (batch.count - 1))
+    _move_towards(running_mean, batch.mean, update_rate)
+    _move_towards(running_var, unbiased_var, update_rate)
+    return BatchMoments(batch.mean.to(dtype), batch.var.to(dtype), batch.count)
+
+
+def _move_towards(buffer: torch.Tensor, target: torch.Tensor, rate) -> None:
+    """``buffer = (1 - rate) * buffer + rate * target`` in place (rate: a number or 0-d tensor)."""
+    buffer.mul_(1 - rate).add_(rate * target.to(buffer))

@@ -32,8 +32,12 @@ from .distributed import all_reduce_sum
 from .fused import BCNSettings, Params
 from .triton_passes import Partials, apply_affine, gradient_partials, moment_partials
 
-# Where the batch stage's (mean, var) come from (the STATS argument of the forward kernel).
-GIVEN, BATCH, ESTIMATE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+# Where the batch stage's (mean, var) come from (the STATS argument of the forward kernel): the
+# running statistics, the batch, or the estimates moved by the 'authors' or the
+# 'batch_variance' rule (:mod:`mmbcn.layers.statistics`).
+GIVEN, BATCH = tl.constexpr(0), tl.constexpr(1)
+ESTIMATE, ESTIMATE_BATCH_VARIANCE = tl.constexpr(2), tl.constexpr(3)
+STATS_OF_RULE = {'authors': ESTIMATE, 'batch_variance': ESTIMATE_BATCH_VARIANCE}
 # Largest (N, C/G) tile one program holds (about 20 float64 values per element live at once).
 MAX_TILE = 8192
 
@@ -181,21 +185,22 @@ def _forward_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length, po
             first, second = _batch_sums(sample_mean, sample_var, mask, positions)
         batch_mean = first / count
         batch_var = tl.maximum(second / count - batch_mean * batch_mean, 0.0)
-        if STATS == ESTIMATE:  # move the estimates, then normalize with them
-            running_mean = (channel_mean + update_rate * (batch_mean - channel_mean)).to(
-                running_mean.dtype)
-            running_var = (channel_var + update_rate * (batch_var - channel_var)).to(
-                running_var.dtype)
-            channel_mean = running_mean.to(tl.float32).to(tl.float64)
-            channel_var = running_var.to(tl.float32).to(tl.float64)
-        else:  # BatchNorm's update, with the unbiased variance
-            unbiased_var = batch_var * (count / (count - 1.0))
-            running_mean = ((1.0 - update_rate) * channel_mean
-                            + update_rate * batch_mean).to(running_mean.dtype)
-            running_var = ((1.0 - update_rate) * channel_var
-                           + update_rate * unbiased_var).to(running_var.dtype)
+        if STATS == BATCH:  # BatchNorm's update, with the unbiased variance
+            target_var = batch_var * (count / (count - 1.0))
+        elif STATS == ESTIMATE:  # the spread around the previous estimate (authors' rule)
+            target_var = batch_var + (batch_mean - channel_mean) * (batch_mean - channel_mean)
+        else:  # ESTIMATE_BATCH_VARIANCE
+            target_var = batch_var
+        running_mean = ((1.0 - update_rate) * channel_mean
+                        + update_rate * batch_mean).to(running_mean.dtype)
+        running_var = ((1.0 - update_rate) * channel_var
+                       + update_rate * target_var).to(running_var.dtype)
+        if STATS == BATCH:
             channel_mean = batch_mean.to(tl.float32).to(tl.float64)
             channel_var = batch_var.to(tl.float32).to(tl.float64)
+        else:  # normalize with the moved estimates
+            channel_mean = running_mean.to(tl.float32).to(tl.float64)
+            channel_var = running_var.to(tl.float32).to(tl.float64)
         tl.store(running_mean_ptr + channel, running_mean, mask=channel_mask)
         tl.store(running_var_ptr + channel, running_var, mask=channel_mask)
     else:  # the given statistics, rounded as the PyTorch version rounds them
@@ -324,7 +329,8 @@ def forward_coefficients(x: torch.Tensor, params: Params, settings: BCNSettings)
                                  c // settings.num_groups, **launch)
         sums = all_reduce_sum(sums, settings.process_group)
         count = sums[0]
-    stats = GIVEN if not settings.training else ESTIMATE if settings.estimate else BATCH
+    stats = (GIVEN if not settings.training else
+             STATS_OF_RULE[settings.estimate_rule] if settings.estimate else BATCH)
     sample_mean, sample_var, coeff_a, coeff_b = x.new_empty(4, n, c, dtype=torch.float32)
     channel_mean, channel_var = x.new_empty(2, c, dtype=torch.float32)
     _forward_kernel[grid](
