@@ -10,13 +10,14 @@ variance::
 and the batch stage then normalizes with the updated (mu, var). v, the variance the estimate
 moves towards, is chosen by the estimate rule:
 
-* ``'authors'`` (default): ``v = mean over the batch of (x - mu_old)^2 = var_b + (mu_b - mu_old)^2``,
-  the batch's spread around the *previous* estimate, as the authors' released ``EstBN``
-  (github.com/joe-siyuan-qiao/Batch-Channel-Normalization). It counts how far micro-batch means
-  wander around the population mean, so ``var`` estimates the population variance even with one
-  image, or one value per channel (1x1 maps), per micro-batch.
-* ``'batch_variance'``: ``v = var_b``, the variance inside one micro-batch (mmbcn 0.x before
-  this rule was corrected). Not the authors' rule: it under-estimates the population variance
+* ``'authors'`` (default): ``v = mean over the batch of (x - mu_old)^2``, which is
+  ``var_b + (mu_b - mu_old)^2``: the batch's spread around the *previous* estimate, as the
+  authors' released ``EstBN`` (github.com/joe-siyuan-qiao/Batch-Channel-Normalization). It
+  counts how far micro-batch means wander around the population mean, so ``var`` estimates the
+  population variance even with one image, or one value per channel (1x1 maps), per
+  micro-batch.
+* ``'batch_variance'``: ``v = var_b``, the variance inside one micro-batch (mmbcn's default before
+  this release). Not the authors' rule: it under-estimates the population variance
   when micro-batch means differ (0.8x at one image per GPU in a float64 simulation), and is 0
   with one value per channel. Kept for comparison.
 """
