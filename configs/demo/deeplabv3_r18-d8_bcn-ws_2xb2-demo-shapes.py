@@ -1,4 +1,5 @@
-# Demo: DeepLabV3 R18-D8 with BCN (micro-batch mode) + WS in backbone and heads (ASPP image
+# Demo: DeepLabV3 R18-D8 with BCN (micro-batch mode, the authors' rule: a global batch of 2-4 small
+# images is too small for batch statistics) + WS in backbone and heads (ASPP image
 # pooling included), trained from scratch on the generated shapes dataset in VOC layout
 # (mmbcn.datasets.synthetic, 96x96 images, background + 3 classes) on CPU in minutes.
 _base_ = 'mmseg::deeplabv3/deeplabv3_r50-d8_4xb4-20k_voc12aug-512x512.py'

@@ -1,5 +1,6 @@
-# Demo: Mask R-CNN R18-FPN with BCN (micro-batch mode) + WS everywhere, trained from scratch on the
-# generated shapes dataset (mmbcn.datasets.synthetic, 96x96 images, 3 classes) on CPU in minutes.
+# Demo: Mask R-CNN R18-FPN with BCN (micro-batch mode, the authors' rule) + WS everywhere,
+# trained from scratch on the generated shapes dataset (mmbcn.datasets.synthetic, 96x96 images,
+# 3 classes) on CPU in minutes.
 # 2 images per process. `make demo` runs it with 1 process; tools/dist_train.sh with 2.
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmbcn'], allow_failed_imports=False)
