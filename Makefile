@@ -13,7 +13,7 @@ $(STAMP): tools/setup_env.sh pyproject.toml
 	touch $@
 
 lint: setup
-	$(PYTHON) -m ruff check mmbcn tools tests configs benchmarks
+	$(PYTHON) -m ruff check mmbcn tools tests configs benchmarks setup.py
 
 test: setup lint
 	$(PYTHON) -m pytest tests

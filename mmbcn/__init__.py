@@ -8,14 +8,8 @@ Importing this package registers into MMEngine's root registries (so the ``mmdet
 """
 
 from .engine import BCNUpdateRateHook
-from .layers import (
-                     BatchChannelNorm2d,
-                     WSConv2d,
-                     batch_channel_norm,
-                     convert_sync_batchnorm,
-                     revert_sync_batchnorm,
-                     weight_standardize,
-)
+from .layers import BatchChannelNorm2d, WSConv2d, convert_sync_batchnorm, revert_sync_batchnorm
+from .ops import batch_channel_norm, weight_standardize
 from .version import __version__
 
 __all__ = [

@@ -27,7 +27,7 @@ class BCNUpdateRateHook(Hook):
     average of the batches seen since iteration 1, as BatchNorm's cumulative average does, so
     they forget their initial values within the first iterations, also while a learning-rate
     warmup keeps ``lr_t`` tiny. What the first estimates are, with the authors' rule
-    (``v = mean (x - mu_old)^2``, see :mod:`mmbcn.layers.statistics`):
+    (``v = mean (x - mu_old)^2``, see :mod:`mmbcn.ops.maths`):
 
     * iteration 0 (r = 1): ``mu`` = the batch mean; ``var`` = the batch's spread around the
       initial running mean: ``var_b + mu_b^2`` from fresh buffers (0 / 1), an over-estimate that

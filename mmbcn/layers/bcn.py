@@ -1,15 +1,19 @@
-"""Batch-Channel Normalization as an ``nn.Module``, registered as ``'BCN'`` for OpenMMLab."""
+"""Batch-Channel Normalization as an ``nn.Module``, registered as ``'BCN'`` for OpenMMLab, and
+the SyncBN conversion that leaves it alone."""
 
 from typing import Optional
 
 import torch
+from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .distributed import world_size_of
-from .functional import batch_channel_norm, spatial_size
-from .statistics import ESTIMATE_RULES
+from ..ops import ESTIMATE_RULES, batch_channel_norm
+from ..ops.function import world_size_of
+from ..ops.maths import positions_per_sample
+
+__all__ = ['BatchChannelNorm2d', 'convert_sync_batchnorm', 'revert_sync_batchnorm']
 
 
 @MODELS.register_module(name=['BCN', 'BatchChannelNorm2d'])
@@ -32,7 +36,7 @@ class BatchChannelNorm2d(_BatchNorm):
       the update rate r = ``momentum``, ``mu = (1 - r) mu_old + r mu_batch`` and
       ``var = (1 - r) var_old + r v`` with, by default, the authors'
       ``v = mean over the batch of (x - mu_old)^2`` (``estimate_rule``, see
-      :mod:`mmbcn.layers.statistics`), then used to normalize; no gradient flows through them.
+      :mod:`mmbcn.ops.maths`), then used to normalize; no gradient flows through them.
       :class:`mmbcn.engine.BCNUpdateRateHook` sets r during training. ``momentum=None`` averages
       the batches seen (r = 1 at the first two steps, then 1/(t - 1) at step t): the first
       step's variance, a spread around the initial running mean (0 for fresh buffers), is
@@ -86,7 +90,7 @@ class BatchChannelNorm2d(_BatchNorm):
         Departures: ``estimate_rule='batch_variance'`` is an option of ours; their ``EstBN``
         fixes the batch stage's eps at 1e-5 (here ``eps``, default 1e-5, for both stages);
         statistics can be all-reduced over processes in micro-batch mode too (their ``EstBN``
-        is per process); and the maths is a single pass (:mod:`mmbcn.layers.fused`) rather than
+        is per process); and the maths is a single pass (:mod:`mmbcn.ops`) rather than
         a BatchNorm module followed by a batch-norm call over reshaped groups.
     """
 
@@ -169,7 +173,7 @@ class BatchChannelNorm2d(_BatchNorm):
         self._check_input_dim(x)
         synchronize = self.training and self.synchronizes()
         if self.training and not self.estimate and not synchronize:
-            values = x.shape[0] * spatial_size(x)
+            values = x.shape[0] * positions_per_sample(x)
             if values <= 1:
                 raise ValueError(
                     f'BatchChannelNorm2d in large-batch mode (estimate=False) needs more than one '
@@ -209,3 +213,25 @@ def _check_config(num_features, num_groups, eps, momentum, estimate_rule) -> Non
     if estimate_rule not in ESTIMATE_RULES:
         raise ValueError(f'BCN: estimate_rule must be one of {ESTIMATE_RULES} (\'authors\' is the '
                          f'authors\' released rule), got {estimate_rule!r}.')
+
+
+def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
+    """Like ``nn.SyncBatchNorm.convert_sync_batchnorm``, but BCN layers stay BCN layers.
+
+    torch's converter replaces every ``_BatchNorm`` instance, BCN included, by a plain
+    ``SyncBatchNorm`` and so would silently drop BCN's channel stage. BCN layers already
+    synchronize their batch statistics (``sync_stats=True``); here they are kept and switched to
+    synchronize over ``process_group``, and every other BatchNorm becomes a SyncBatchNorm.
+    ``mmengine.model.revert_sync_batchnorm`` (re-exported here) leaves BCN layers alone.
+    """
+    if isinstance(module, BatchChannelNorm2d):
+        module.sync_stats = True
+        module.process_group = process_group
+        return module
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+    for name, child in module.named_children():
+        converted = convert_sync_batchnorm(child, process_group)
+        if converted is not child:
+            module.add_module(name, converted)
+    return module

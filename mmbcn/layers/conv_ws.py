@@ -4,7 +4,7 @@ import torch
 from mmengine.registry import MODELS
 from torch import nn
 
-from .functional import WS_EPS_FORMS, weight_standardize
+from ..ops import WS_EPS_FORMS, weight_standardize
 
 
 @MODELS.register_module(name='WSConv2d')
@@ -13,7 +13,7 @@ class WSConv2d(nn.Conv2d):
 
     ``out = conv2d(x, (w - mean(w)) / sqrt(var(w) + eps))`` with mean and unbiased variance per
     output filter over (in_channels/groups, kh, kw), or ``(w - mean(w)) / (std(w) + eps)`` with
-    ``eps_on='std'``; see :func:`mmbcn.layers.functional.weight_standardize`.
+    ``eps_on='std'``; see :func:`mmbcn.ops.weight_standardize`.
 
     The parameters are ``nn.Conv2d``'s (``weight``, ``bias``), so checkpoints of mmcv's
     ``ConvWS2d`` load unchanged. When no gradient with respect to the weight is needed

@@ -18,6 +18,7 @@ from mmengine.runner import Runner
 
 import mmbcn  # noqa: F401  (registers BCN, WSConv2d and the hook)
 
+from ..config_files import config_dir, config_path
 from .checkpoint import allow_training_checkpoints
 from .launcher import LAUNCHERS, init_distributed, shutdown_distributed
 
@@ -79,8 +80,27 @@ def uses_bcn(node) -> bool:
     return False
 
 
+def resolve_config(path: str) -> str:
+    """``path`` itself when it exists, else the config of that name shipped with mmbcn.
+
+    So ``tools/train.py demo/mask-rcnn_r18_fpn_bcn-ws_2xb2-demo-shapes.py`` works from anywhere,
+    with mmbcn installed from a wheel too (:mod:`mmbcn.config_files`).
+    """
+    if osp.isfile(path):
+        return path
+    for prefix in ('', 'configs/'):
+        if path.startswith(prefix):
+            try:
+                return config_path(path[len(prefix):])
+            except FileNotFoundError:
+                pass
+    raise FileNotFoundError(f'No config {path!r}: neither a file nor one of the configs shipped '
+                            f'with mmbcn (in {config_dir()}).')
+
+
 def load_config(args) -> Config:
     """The config with the command line applied (work dir, launcher, overrides)."""
+    args.config = resolve_config(args.config)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

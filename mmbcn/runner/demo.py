@@ -15,10 +15,9 @@ from typing import Dict, List, Tuple
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from ..config_files import config_path
 from ..datasets import ensure_demo_data
 from .checkpoint import allow_training_checkpoints
-
-CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def _runner(cfg: Config, work_dir: str, experiment: str) -> Runner:
 
 def run_demo_config(demo: Demo, work_root: str) -> Dict[str, Tuple[float, float]]:
     """Evaluate untrained, train, evaluate trained; return {label: (untrained, trained)}."""
-    cfg = Config.fromfile(osp.join(CONFIG_DIR, demo.config))
+    cfg = Config.fromfile(config_path(demo.config))
     work_dir = osp.join(work_root, osp.splitext(osp.basename(demo.config))[0])
     _banner(f'{demo.name}: evaluating the untrained model')
     before = _runner(cfg, work_dir, 'untrained').test()

@@ -160,7 +160,8 @@ def test_truncated_file_is_a_clear_error(authors_checkpoint, tmp_path):
 def test_converted_checkpoint_loads_into_the_backbones_of_our_configs(authors_checkpoint,
                                                                        tmp_path, config):
     from mmengine.config import Config
-    from test_configs import ROOT, build_model
+    from models import build_model
+    from paths import ROOT
     _, path = authors_checkpoint
     convert_file(str(path), str(tmp_path / 'converted.pth'), 'resnet50')
     backbone = build_model(Config.fromfile(f'{ROOT}/{config}')).backbone

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from bcn_cases import ESTIMATE_RULE_OF_MODE, MODES, make_layer, reference_of
 from reference import bcn_reference
 from torch import nn
 
@@ -16,36 +17,6 @@ SHAPES_AND_GROUPS = [
     ((5, 12), 1),
     ((1, 8, 3, 2), 2),
 ]
-# 'micro' is micro-batch mode with the authors' rule, 'micro-batch-variance' with the other one.
-MODES = ['large', 'micro', 'micro-batch-variance', 'eval']
-ESTIMATE_RULE_OF_MODE = {'micro': 'authors', 'micro-batch-variance': 'batch_variance'}
-
-
-def make_layer(num_features, num_groups, mode, rate=0.3):
-    rule = ESTIMATE_RULE_OF_MODE.get(mode, 'authors')
-    layer = BatchChannelNorm2d(num_features, num_groups, momentum=rate,
-                               estimate=mode in ESTIMATE_RULE_OF_MODE, estimate_rule=rule)
-    with torch.no_grad():  # non-trivial parameters and statistics
-        for tensor in (layer.weight, layer.bias, layer.group_weight, layer.group_bias):
-            tensor.copy_(torch.randn_like(tensor) * 0.5 + (1.0 if tensor.dim() else 0.0))
-        layer.running_mean.copy_(torch.randn(num_features))
-        layer.running_var.copy_(torch.rand(num_features) + 0.5)
-    layer.train(mode != 'eval')
-    return layer
-
-
-def reference_of(layer, x, mode):
-    params = {
-        name: getattr(layer, name).detach().double().requires_grad_()
-        for name in ('weight', 'bias', 'group_weight', 'group_bias')
-    }
-    out, new_mean, new_var = bcn_reference(
-        x, params, layer.num_groups, 'micro' if mode in ESTIMATE_RULE_OF_MODE else mode,
-        layer.running_mean.double().clone(), layer.running_var.double().clone(), layer.momentum,
-        layer.eps, estimate_rule=layer.estimate_rule)
-    return out, new_mean, new_var, params
-
-
 CASES = [(shape, groups, mode, channels_last)
          for shape, groups in SHAPES_AND_GROUPS for mode in MODES
          for channels_last in ([False, True] if len(shape) == 4 else [False])]

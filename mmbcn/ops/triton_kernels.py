@@ -1,62 +1,115 @@
-"""BCN's O(N*C) maths as one Triton kernel per direction, for CUDA.
+"""Every Triton kernel of BCN, each named after the function of :mod:`.maths` it transcribes.
 
-The maths is that of :mod:`mmbcn.layers.statistics` and :mod:`mmbcn.layers.coefficients` (read
-their docstrings first); written there as PyTorch ops it takes about 150 small kernel launches
-per forward and backward, which on a GPU cost more than the passes over the activation. Here one
-program per channel group holds the (N, C/G) tile of per-sample moments of its channels, which
-is all it needs: the batch statistics of a channel are sums over the samples of the tile, the
-group statistics of a sample sums over the channels of the tile.
+Launched by :mod:`.triton_backend` (shapes, buffers, grids). Two families:
 
-* :func:`forward`: the output, ``x * A + B`` with A, B from :func:`forward_coefficients`.
-* :func:`forward_coefficients`: from the per-segment moment partials of
-  :func:`mmbcn.layers.triton_passes.moment_partials` to ``A``, ``B`` (``out = x * A + B``),
-  updating the running statistics: one kernel, or, when synchronizing the batch statistics,
-  a kernel for the batch sums, their all-reduce and the coefficient kernel.
-* :func:`backward_coefficients`: from the per-segment partials of ``sum_s g (x - m)`` and
-  ``sum_s g`` to the ``slope`` and ``offset`` of the input gradient
-  ``dx = g * A + (x - m) * slope + offset`` and the parameter gradients: one kernel, plus an
-  all-reduce of dL/dmu, dL/dvar in large-batch mode when synchronizing.
+* passes over the activation, viewed as R = N*C rows of M positions (one program per row
+  segment or block), accumulating in float32 whatever the input dtype:
+  :func:`_moments_kernel` (per-row mean and sum of squared deviations per segment; Welford per
+  lane), :func:`_grad_sums_kernel` (``sum g (x - m)`` and ``sum g`` per segment),
+  :func:`_affine_kernel` (``x A + B``), :func:`_grad_input_kernel`
+  (``g A + (x - m) slope + offset``);
+* the O(N*C) maths, in float64, one program per channel group holding the (N, K) tile of
+  per-sample moments of its channels: :func:`_batch_sums_kernel`
+  (:func:`.maths.local_batch_sums`), :func:`_forward_kernel` (:func:`.maths.training_statistics`
+  and :func:`.maths.coefficients`), :func:`_backward_kernel`
+  (:func:`.maths.coefficients_backward` and :func:`.maths.input_gradient_coefficients`).
 
-All arithmetic is float64, as in the PyTorch version. The per-sample moments and the statistics
-the batch stage uses are rounded to float32, stored, and read back by the backward, which
-recomputes the intermediate values instead of saving them.
+Loops are ``while`` loops, which Triton's CPU interpreter (the tests) runs too.
 """
 
-from typing import NamedTuple, Optional
-
-import torch
 import triton
 import triton.language as tl
 
-from .distributed import all_reduce_sum
-from .fused import BCNSettings, Params
-from .triton_passes import Partials, apply_affine, gradient_partials, moment_partials
-
 # Where the batch stage's (mean, var) come from (the STATS argument of the forward kernel): the
 # running statistics, the batch, or the estimates moved by the 'authors' or the
-# 'batch_variance' rule (:mod:`mmbcn.layers.statistics`).
+# 'batch_variance' rule (:func:`.maths.estimate_target_variance`).
 GIVEN, BATCH = tl.constexpr(0), tl.constexpr(1)
 ESTIMATE, ESTIMATE_BATCH_VARIANCE = tl.constexpr(2), tl.constexpr(3)
 STATS_OF_RULE = {'authors': ESTIMATE, 'batch_variance': ESTIMATE_BATCH_VARIANCE}
-# Largest (N, C/G) tile one program holds (about 20 float64 values per element live at once).
-MAX_TILE = 8192
 
 
-class Saved(NamedTuple):
-    """What the backward needs besides x: all O(N*C), float32 except ``count``."""
-
-    sample_mean: torch.Tensor  # (N, C) m
-    sample_var: torch.Tensor  # (N, C) v
-    channel_mean: torch.Tensor  # (C,) mu used by the batch stage
-    channel_var: torch.Tensor  # (C,) var used by the batch stage
-    count: Optional[torch.Tensor]  # () S0 of the global batch when synchronizing, else None
+@triton.jit
+def _welford_combine(mean_a, m2_a, count_a, mean_b, m2_b, count_b):
+    count = count_a + count_b
+    weight_b = tl.where(count > 0, count_b / tl.maximum(count, 1.0), 0.0)
+    delta = mean_b - mean_a
+    return mean_a + delta * weight_b, m2_a + m2_b + delta * delta * count_a * weight_b, count
 
 
-def applies(x: torch.Tensor, num_groups: int, update_rate) -> bool:
-    """Whether the kernels take this call: the tile fits one program, r is a Python number."""
-    n, c = x.shape[:2]
-    tile = triton.next_power_of_2(n) * triton.next_power_of_2(c // num_groups)
-    return tile <= MAX_TILE and not isinstance(update_rate, torch.Tensor)
+@triton.jit
+def _moments_kernel(x_ptr, mean_ptr, m2_ptr, positions, segment, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    seg = tl.program_id(1)
+    num_segments = tl.num_programs(1)
+    base = x_ptr + row.to(tl.int64) * positions
+    start = seg * segment  # segment is a multiple of BLOCK
+    mean = tl.zeros([BLOCK], tl.float32)
+    m2 = tl.zeros([BLOCK], tl.float32)
+    count = tl.zeros([BLOCK], tl.float32)
+    offset = start
+    while offset < start + segment:  # a while loop: Triton's CPU interpreter runs it too
+        index = offset + tl.arange(0, BLOCK)
+        mask = index < positions
+        value = tl.load(base + index, mask=mask, other=0.0).to(tl.float32)
+        new_count = count + mask.to(tl.float32)
+        delta = value - mean
+        mean += tl.where(mask, delta / tl.maximum(new_count, 1.0), 0.0)
+        m2 += tl.where(mask, delta * (value - mean), 0.0)
+        count = new_count
+        offset += BLOCK
+    mean, m2, count = tl.reduce((mean, m2, count), 0, _welford_combine)
+    tl.store(mean_ptr + row * num_segments + seg, mean)
+    tl.store(m2_ptr + row * num_segments + seg, m2)
+
+
+@triton.jit
+def _grad_sums_kernel(grad_ptr, x_ptr, mean_ptr, centered_ptr, sum_ptr, positions, segment,
+                      BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    seg = tl.program_id(1)
+    num_segments = tl.num_programs(1)
+    offset_row = row.to(tl.int64) * positions
+    start = seg * segment  # segment is a multiple of BLOCK
+    row_mean = tl.load(mean_ptr + row)
+    centered = tl.zeros([BLOCK], tl.float32)
+    total = tl.zeros([BLOCK], tl.float32)
+    offset = start
+    while offset < start + segment:  # a while loop: Triton's CPU interpreter runs it too
+        index = offset + tl.arange(0, BLOCK)
+        mask = index < positions
+        grad = tl.load(grad_ptr + offset_row + index, mask=mask, other=0.0).to(tl.float32)
+        value = tl.load(x_ptr + offset_row + index, mask=mask, other=0.0).to(tl.float32)
+        centered += grad * (value - row_mean)
+        total += grad
+        offset += BLOCK
+    tl.store(centered_ptr + row * num_segments + seg, tl.sum(centered, 0))
+    tl.store(sum_ptr + row * num_segments + seg, tl.sum(total, 0))
+
+
+@triton.jit
+def _affine_kernel(x_ptr, a_ptr, b_ptr, out_ptr, positions, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    index = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = index < positions
+    offset_row = row.to(tl.int64) * positions
+    value = tl.load(x_ptr + offset_row + index, mask=mask, other=0.0).to(tl.float32)
+    out = value * tl.load(a_ptr + row) + tl.load(b_ptr + row)
+    tl.store(out_ptr + offset_row + index, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _grad_input_kernel(grad_ptr, x_ptr, a_ptr, slope_ptr, mean_ptr, offset_ptr, out_ptr,
+                       positions, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    index = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = index < positions
+    offset_row = row.to(tl.int64) * positions
+    grad = tl.load(grad_ptr + offset_row + index, mask=mask, other=0.0).to(tl.float32)
+    value = tl.load(x_ptr + offset_row + index, mask=mask, other=0.0).to(tl.float32)
+    centered = value - tl.load(mean_ptr + row)
+    out = grad * tl.load(a_ptr + row) + centered * tl.load(slope_ptr + row)
+    out += tl.load(offset_ptr + row)
+    tl.store(out_ptr + offset_row + index, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -126,7 +179,7 @@ def _batch_sums(sample_mean, sample_var, mask, positions):
 
 @triton.jit
 def _stages(sample_mean, sample_var, channel_mean, channel_var, weight, bias, mask, K, eps):
-    """The forward's intermediate values (names as in :mod:`mmbcn.layers.coefficients`)."""
+    """The intermediate values of :func:`.maths.coefficients` (names as there)."""
     rsqrt_var = 1.0 / tl.sqrt(channel_var + eps)
     scale = rsqrt_var * weight
     shift = bias - channel_mean * scale
@@ -142,7 +195,7 @@ def _stages(sample_mean, sample_var, channel_mean, channel_var, weight, bias, ma
 @triton.jit(do_not_specialize=['N', 'positions'])
 def _batch_sums_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length, positions,
                        sums_ptr, N, C, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """``sums = [S0, S1 (C), S2 (C)]`` of the local batch, in float64, for the all-reduce."""
+    """:func:`.maths.local_batch_sums`: ``[S0, S1 (C), S2 (C)]`` of the local batch, float64."""
     group = tl.program_id(0)
     row, channel, channel_mask, mask = _tile(group, N, C, K, BLOCK_N, BLOCK_K)
     sample_mean, sample_var = _sample_moments(mean_part_ptr, m2_part_ptr, row, mask,
@@ -151,7 +204,7 @@ def _batch_sums_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length,
     tl.store(sums_ptr + 1 + channel, first, mask=channel_mask)
     tl.store(sums_ptr + 1 + C + channel, second, mask=channel_mask)
     if group == 0:
-        tl.store(sums_ptr, (N * positions).to(tl.float64))
+        tl.store(sums_ptr, N.to(tl.float64) * positions)
 
 
 @triton.jit(do_not_specialize=['N', 'positions'])
@@ -160,10 +213,16 @@ def _forward_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length, po
                     weight_ptr, bias_ptr, group_weight_ptr, group_bias_ptr,
                     sample_mean_ptr, sample_var_ptr, channel_mean_ptr, channel_var_ptr,
                     a_ptr, b_ptr, N, C, K, eps,
-                    STATS: tl.constexpr, SUMS_GIVEN: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+                    STATS: tl.constexpr, HAS_WEIGHT: tl.constexpr,
                     HAS_BIAS: tl.constexpr, HAS_GROUP_WEIGHT: tl.constexpr,
                     HAS_GROUP_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_K: tl.constexpr):
+    """:func:`.maths.training_statistics` (or the running statistics), then
+    :func:`.maths.coefficients`: A, B, and the moments and statistics the backward reads.
+
+    ``sums``: the (global) batch's [S0, S1, S2] in training (:func:`_batch_sums_kernel`, then
+    all-reduced when synchronizing).
+    """
     group = tl.program_id(0)
     row, channel, channel_mask, mask = _tile(group, N, C, K, BLOCK_N, BLOCK_K)
     sample_mean, sample_var = _sample_moments(mean_part_ptr, m2_part_ptr, row, mask,
@@ -176,13 +235,9 @@ def _forward_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length, po
     channel_mean = running_mean.to(tl.float64)
     channel_var = running_var.to(tl.float64)
     if STATS != GIVEN:
-        if SUMS_GIVEN:  # all-reduced over the processes
-            count = tl.load(sums_ptr)
-            first = tl.load(sums_ptr + 1 + channel, mask=channel_mask, other=0.0)
-            second = tl.load(sums_ptr + 1 + C + channel, mask=channel_mask, other=0.0)
-        else:
-            count = (N * positions).to(tl.float64)
-            first, second = _batch_sums(sample_mean, sample_var, mask, positions)
+        count = tl.load(sums_ptr)
+        first = tl.load(sums_ptr + 1 + channel, mask=channel_mask, other=0.0)
+        second = tl.load(sums_ptr + 1 + C + channel, mask=channel_mask, other=0.0)
         batch_mean = first / count
         batch_var = tl.maximum(second / count - batch_mean * batch_mean, 0.0)
         if STATS == BATCH:  # BatchNorm's update, with the unbiased variance
@@ -229,10 +284,16 @@ def _backward_kernel(centered_part_ptr, sum_part_ptr, num_segments, positions,
                      weight_ptr, bias_ptr, group_weight_ptr,
                      slope_ptr, offset_ptr, grad_channel_mean_ptr, grad_channel_var_ptr,
                      grad_weight_ptr, grad_bias_ptr, grad_group_weight_ptr, grad_group_bias_ptr,
-                     N, C, K, eps, BATCH_PATH: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+                     N, C, K, eps, HAS_WEIGHT: tl.constexpr,
                      HAS_BIAS: tl.constexpr, HAS_GROUP_WEIGHT: tl.constexpr,
                      HAS_GROUP_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_K: tl.constexpr):
+    """:func:`.maths.coefficients_backward` and :func:`.maths.input_gradient_coefficients`.
+
+    Recomputes the forward's intermediate values from the stored moments and statistics; writes
+    the slope and offset (without the batch-statistics path, which the caller adds after the
+    all-reduce of [dL/dmu, dL/dvar] written here), and the parameter gradients.
+    """
     group = tl.program_id(0)
     row, channel, channel_mask, mask = _tile(group, N, C, K, BLOCK_N, BLOCK_K)
     sample_mean = tl.load(sample_mean_ptr + row, mask=mask, other=0.0).to(tl.float64)
@@ -281,92 +342,7 @@ def _backward_kernel(centered_part_ptr, sum_part_ptr, num_segments, positions,
     if HAS_BIAS:
         tl.store(grad_bias_ptr + channel, grad_shift.to(tl.float32), mask=channel_mask)
     grad_channel_var = -0.5 * rsqrt_var * rsqrt_var * rsqrt_var * grad_scale
-    if BATCH_PATH:  # large-batch mode, local statistics: M / S0 = 1 / N
-        deviation = sample_mean - channel_mean[None, :]
-        grad_mean += (grad_channel_mean[None, :]
-                      + 2.0 * deviation * grad_channel_var[None, :]) / N
-        grad_var += grad_channel_var[None, :] / N
     tl.store(grad_channel_mean_ptr + channel, grad_channel_mean, mask=channel_mask)
     tl.store(grad_channel_var_ptr + channel, grad_channel_var, mask=channel_mask)
     tl.store(slope_ptr + row, ((2.0 / positions) * grad_var).to(tl.float32), mask=mask)
     tl.store(offset_ptr + row, (grad_mean / positions).to(tl.float32), mask=mask)
-
-
-def _launch_shape(x: torch.Tensor, num_groups: int):
-    n, c = x.shape[:2]
-    block_n, block_k = triton.next_power_of_2(n), triton.next_power_of_2(c // num_groups)
-    num_warps = 4 if block_n * block_k <= 2048 else 8
-    return (num_groups,), dict(BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
-
-
-def _flags(params: Params):
-    return dict(HAS_WEIGHT=params.weight is not None, HAS_BIAS=params.bias is not None,
-                HAS_GROUP_WEIGHT=params.group_weight is not None,
-                HAS_GROUP_BIAS=params.group_bias is not None)
-
-
-def _pointers(params: Params, placeholder: torch.Tensor):
-    return [placeholder if p is None else p.detach() for p in params]
-
-
-def forward(x: torch.Tensor, params: Params, settings: BCNSettings):
-    """``(out, A, Saved)``: BCN's output ``x * A + B``, its slope A and what the backward needs."""
-    coeff_a, coeff_b, saved = forward_coefficients(x, params, settings)
-    return apply_affine(x, coeff_a, coeff_b), coeff_a, saved
-
-
-def forward_coefficients(x: torch.Tensor, params: Params, settings: BCNSettings):
-    """``(A, B, Saved)`` for x, updating ``settings``' running statistics when training."""
-    n, c = x.shape[:2]
-    positions = x[0, 0].numel()
-    grid, launch = _launch_shape(x, settings.num_groups)
-    partials = moment_partials(x)
-    sums, count = partials.first, None  # sums: a placeholder unless synchronizing
-    if settings.training and settings.synchronize:
-        sums = x.new_empty(2 * c + 1, dtype=torch.float64)
-        _batch_sums_kernel[grid](partials.first, partials.second, partials.num_segments,
-                                 partials.segment_length, positions, sums, n, c,
-                                 c // settings.num_groups, **launch)
-        sums = all_reduce_sum(sums, settings.process_group)
-        count = sums[0]
-    stats = (GIVEN if not settings.training else
-             STATS_OF_RULE[settings.estimate_rule] if settings.estimate else BATCH)
-    sample_mean, sample_var, coeff_a, coeff_b = x.new_empty(4, n, c, dtype=torch.float32)
-    channel_mean, channel_var = x.new_empty(2, c, dtype=torch.float32)
-    _forward_kernel[grid](
-        partials.first, partials.second, partials.num_segments, partials.segment_length, positions,
-        sums, settings.running_mean, settings.running_var, float(settings.update_rate),
-        *_pointers(params, sample_mean), sample_mean, sample_var, channel_mean, channel_var,
-        coeff_a, coeff_b, n, c, c // settings.num_groups, settings.eps, STATS=stats.value,
-        SUMS_GIVEN=count is not None, **_flags(params), **launch)
-    return coeff_a, coeff_b, Saved(sample_mean, sample_var, channel_mean, channel_var, count)
-
-
-def backward_coefficients(grad_out: torch.Tensor, x: torch.Tensor, params: Params,
-                          saved: Saved, settings: BCNSettings):
-    """``(slope, offset, parameter gradients)`` from the output gradient; see the module doc.
-
-    The parameter gradients are float32, in the order of :class:`Params` (None where the
-    parameter is absent).
-    """
-    n, c = x.shape[:2]
-    positions = x[0, 0].numel()
-    grid, launch = _launch_shape(x, settings.num_groups)
-    partials: Partials = gradient_partials(grad_out, x, saved.sample_mean)
-    slope, offset = x.new_empty(2, n, c, dtype=torch.float32)
-    grad_stats = x.new_empty(2, c, dtype=torch.float64)
-    grads = [None if p is None else x.new_empty(p.shape, dtype=torch.float32) for p in params]
-    large_batch = settings.training and not settings.estimate
-    _backward_kernel[grid](
-        partials.first, partials.second, partials.num_segments, positions, saved.sample_mean,
-        saved.sample_var, saved.channel_mean, saved.channel_var,
-        *_pointers(params[:3], slope), slope, offset, grad_stats[0], grad_stats[1],
-        *[slope if g is None else g for g in grads], n, c, c // settings.num_groups,
-        settings.eps, BATCH_PATH=large_batch and saved.count is None, **_flags(params),
-        **launch)
-    if large_batch and saved.count is not None:  # the global batch's path, after an all-reduce
-        grad_mu, grad_var = all_reduce_sum(grad_stats, settings.process_group)
-        deviation = saved.sample_mean.double() - saved.channel_mean.double()
-        slope += (2.0 * grad_var / saved.count).float()
-        offset += ((grad_mu + 2.0 * deviation * grad_var) / saved.count).float()
-    return slope, offset, grads

@@ -3,10 +3,10 @@
 import os.path as osp
 
 import pytest
+from paths import ROOT
 
 from mmbcn.runner import cli
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BCN_CONFIG = osp.join(ROOT, 'configs/mask_rcnn/mask-rcnn_r50_fpn_bcn-ws_8xb2-1x_coco.py')
 SEG_CONFIG = osp.join(
     ROOT, 'configs/deeplabv3/deeplabv3_r50-d8_bcn-ws_8xb1-40k_voc12aug-512x512.py')
@@ -60,3 +60,13 @@ def test_non_openmmlab_config_is_a_clear_error(tmp_path):
     config.write_text("model = dict(type='Foo')\n")
     with pytest.raises(ValueError, match="mmbcn tools run configs of"):
         cli.load_config(cli.train_parser().parse_args([str(config)]))
+
+
+def test_a_config_can_be_named_among_the_shipped_ones(tmp_path, monkeypatch):
+    from mmbcn.runner.cli import resolve_config
+    monkeypatch.chdir(tmp_path)  # away from the checkout: the name alone must do
+    name = 'demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py'
+    assert resolve_config(name) == osp.join(ROOT, 'configs', name)
+    assert resolve_config(f'configs/{name}') == osp.join(ROOT, 'configs', name)
+    with pytest.raises(FileNotFoundError, match='neither a file nor one of the configs'):
+        resolve_config('demo/no-such-config.py')

@@ -13,12 +13,11 @@ import sys
 import pytest
 import torch
 from dist_utils import free_port
+from paths import HELPERS, ROOT
 
 from mmbcn.datasets import ensure_demo_data
 from mmbcn.runner import allow_training_checkpoints
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TESTS = osp.join(ROOT, 'tests')
 DET_DEMO = osp.join(ROOT, 'configs/demo/mask-rcnn_r18_fpn_bcn-ws_2xb2-demo-shapes.py')
 SEG_DEMO = osp.join(ROOT, 'configs/demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py')
 
@@ -41,7 +40,7 @@ def write_config(tmp_path, base, body):
 
 
 def run_tool(script, *args, check=True):
-    env = dict(os.environ, PORT=str(free_port()), PYTHONPATH=TESTS, PYTHON=sys.executable)
+    env = dict(os.environ, PORT=str(free_port()), PYTHONPATH=HELPERS, PYTHON=sys.executable)
     result = subprocess.run(['bash', osp.join(ROOT, 'tools', script), *map(str, args)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:

@@ -1,6 +1,6 @@
 """BCN's Triton kernels compile for Hopper (sm_90) on a machine without a GPU.
 
-The interpreter tests (test_triton_passes.py) check what the kernels compute, but the
+The interpreter tests (test_triton_interpreted.py) check what the kernels compute, but the
 interpreter runs them as numpy and accepts code that Triton's compiler refuses (a global that is
 not a constexpr, a dtype the hardware path lacks, a loop over a specialized bound). Here every
 kernel goes through the real pipeline (Triton IR, LLVM, PTX, ptxas), with integer arguments both
@@ -13,8 +13,7 @@ triton = pytest.importorskip('triton', reason='needs Triton (installed with the 
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from mmbcn.layers import triton_coefficients as coefficients  # noqa: E402
-from mmbcn.layers import triton_passes as passes  # noqa: E402
+from mmbcn.ops import triton_kernels as kernels  # noqa: E402
 
 HOPPER = GPUTarget('cuda', 90, 32)
 # Argument types other than the defaults (pointers to float32, 32-bit ints).
@@ -25,16 +24,15 @@ NO_AFFINE = {name: False for name in AFFINE}
 SMALL, LARGE = dict(BLOCK_N=2, BLOCK_K=8), dict(BLOCK_N=16, BLOCK_K=512)
 
 CASES = [
-    *[(coefficients._forward_kernel, dict(STATS=stats, SUMS_GIVEN=given, **AFFINE, **SMALL))
-      for stats in (0, 1, 2, 3) for given in (False, True)],
-    (coefficients._forward_kernel, dict(STATS=2, SUMS_GIVEN=False, **NO_AFFINE, **LARGE)),
-    (coefficients._backward_kernel, dict(BATCH_PATH=True, **AFFINE, **SMALL)),
-    (coefficients._backward_kernel, dict(BATCH_PATH=False, **NO_AFFINE, **LARGE)),
-    (coefficients._batch_sums_kernel, SMALL),
-    (passes._moments_kernel, dict(BLOCK=1024)),
-    (passes._grad_sums_kernel, dict(BLOCK=1024)),
-    (passes._affine_kernel, dict(BLOCK=1024)),
-    (passes._grad_input_kernel, dict(BLOCK=1024)),
+    *[(kernels._forward_kernel, dict(STATS=stats, **AFFINE, **SMALL)) for stats in (0, 1, 2, 3)],
+    (kernels._forward_kernel, dict(STATS=2, **NO_AFFINE, **LARGE)),
+    (kernels._backward_kernel, dict(**AFFINE, **SMALL)),
+    (kernels._backward_kernel, dict(**NO_AFFINE, **LARGE)),
+    (kernels._batch_sums_kernel, SMALL),
+    (kernels._moments_kernel, dict(BLOCK=1024)),
+    (kernels._grad_sums_kernel, dict(BLOCK=1024)),
+    (kernels._affine_kernel, dict(BLOCK=1024)),
+    (kernels._grad_input_kernel, dict(BLOCK=1024)),
 ]
 
 

@@ -6,24 +6,15 @@ import re
 
 import pytest
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
+from models import build_model
+from paths import ROOT
 from torch import nn
 
 from mmbcn import BatchChannelNorm2d, WSConv2d
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
 # The authors' DeepLabV3 recipe, one config per row of the paper's VOC table.
 PAPER_RECIPE = r'deeplabv3_r101-d16_(bcn-ws|gn-ws|syncbn)_8xb2-50e_voc12aug-513x513\.py'
-
-
-def build_model(cfg):
-    init_default_scope(cfg.default_scope)
-    if cfg.default_scope == 'mmdet':
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    return MODELS.build(cfg.model)
 
 
 def count(model, cls, prefix=''):

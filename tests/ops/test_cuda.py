@@ -3,10 +3,11 @@ kernels against the PyTorch-ops passes at detection-sized shapes."""
 
 import pytest
 import torch
-from test_bcn import make_layer, reference_of
+from backends import relative_errors, run_on_backend
+from bcn_cases import make_layer, reference_of
 
 from mmbcn import BatchChannelNorm2d, WSConv2d
-from mmbcn.layers import torch_passes
+from mmbcn.ops import function, torch_backend
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 
@@ -51,24 +52,24 @@ def test_bcn_cuda_matches_float64_reference(mode, shape, groups):
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize('shape', [(2, 256, 200, 272), (1, 2048, 33, 33), (2, 8, 3, 5)])
 def test_triton_passes_match_pytorch_passes_on_cuda(shape, dtype):
-    triton_passes = pytest.importorskip('mmbcn.layers.triton_passes', reason='needs Triton')
+    triton_backend = pytest.importorskip('mmbcn.ops.triton_backend', reason='needs Triton')
     x = (torch.randn(shape, device='cuda') * 3 + 10).to(dtype)
     grad = torch.randn(shape, device='cuda').to(dtype)
     n, c = shape[:2]
     coeff_a, coeff_b, slope, offset = torch.randn(4, n, c, device='cuda')
     loose = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
-    mean, var = triton_passes.row_moments(x)
-    ref_mean, ref_var = torch_passes.row_moments(x)
+    mean, var = triton_backend.row_moments(x)
+    ref_mean, ref_var = torch_backend.row_moments(x)
     torch.testing.assert_close(mean, ref_mean, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(var, ref_var, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(triton_passes.apply_affine(x, coeff_a, coeff_b),
-                               torch_passes.apply_affine(x, coeff_a, coeff_b), **loose)
-    for got, want in zip(triton_passes.grad_row_sums(grad, x, ref_mean),
-                         torch_passes.grad_row_sums(grad, x, ref_mean)):
+    torch.testing.assert_close(triton_backend.apply_affine(x, coeff_a, coeff_b),
+                               torch_backend.apply_affine(x, coeff_a, coeff_b), **loose)
+    for got, want in zip(triton_backend.grad_row_sums(grad, x, ref_mean),
+                         torch_backend.grad_row_sums(grad, x, ref_mean)):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2)
     torch.testing.assert_close(
-        triton_passes.grad_input(grad, x, coeff_a, slope, ref_mean, offset),
-        torch_passes.grad_input(grad, x, coeff_a, slope, ref_mean, offset), **loose)
+        triton_backend.grad_input(grad, x, coeff_a, slope, ref_mean, offset),
+        torch_backend.grad_input(grad, x, coeff_a, slope, ref_mean, offset), **loose)
 
 
 def test_bcn_cuda_autocast_half():
@@ -90,37 +91,21 @@ def test_ws_conv_cuda_matches_cpu():
 @pytest.mark.parametrize('shape,groups', [((2, 256, 200, 272), 32), ((1, 2048, 33, 33), 32),
                                           ((16, 64, 7, 7), 1)])
 @pytest.mark.parametrize('estimate', [False, True])
-def test_triton_coefficients_match_pytorch_coefficients_on_cuda(shape, groups, estimate,
-                                                                monkeypatch):
-    """The coefficient kernels take detection shapes, and agree with the PyTorch-ops maths."""
-    pytest.importorskip('triton', reason='needs Triton')
-    from mmbcn.layers import triton_coefficients
-    from mmbcn.layers.fused import (
-        BCNSettings,
-        Params,
-        coefficient_maths_for,
-        passes_for,
-    )
+def test_triton_backend_matches_pytorch_backend_on_cuda(shape, groups, estimate):
+    """The coefficient kernels take detection shapes, and agree with the PyTorch-ops backend."""
+    triton_backend = pytest.importorskip('mmbcn.ops.triton_backend', reason='needs Triton')
     generator = torch.Generator().manual_seed(0)
     x = (torch.randn(shape, generator=generator) * 3 + 10).cuda()
-    grad = torch.randn(shape, generator=generator).cuda()
+    upstream = torch.randn(shape, generator=generator).cuda()
     c = shape[1]
-    params = Params(*(torch.randn(size, generator=generator).cuda()
-                      for size in (c, c, groups, groups)))
-    results = []
-    for triton_maths in (True, False):
-        settings = BCNSettings(torch.zeros(c, device='cuda'), torch.ones(c, device='cuda'),
-                               groups, True, estimate, 0.1, 1e-5)
-        maths = coefficient_maths_for(passes_for(x), x, settings)
-        assert (maths is triton_coefficients) == triton_maths
-        coeff_a, coeff_b, saved = maths.forward_coefficients(x, params, settings)
-        slope, offset, grads = maths.backward_coefficients(grad, x, params, saved, settings)
-        results.append([coeff_a, coeff_b, settings.running_mean, settings.running_var, slope,
-                        offset, *grads])
-        monkeypatch.setenv('MMBCN_TRITON', '0')  # the second round: PyTorch ops
-    for index, (got, want) in enumerate(zip(*results)):
-        error = (got.double() - want.double()).abs().max() / want.abs().max().double()
-        assert error < 1e-4, f'output {index}: relative error {error:.2e}'
+    params = [torch.randn(size, generator=generator).cuda() for size in (c, c, groups, groups)]
+    running = torch.zeros(c, device='cuda'), torch.ones(c, device='cuda')
+    settings = function.Settings(*running, groups, True, estimate, 0.1, 1e-5)
+    assert function.choose_backend(x, settings) is triton_backend.TRITON
+    results = [run_on_backend(backend, x, upstream, params, running, groups, True, estimate)
+               for backend in (triton_backend.TRITON, torch_backend.TorchBackend())]
+    errors = relative_errors(*results)
+    assert max(errors) < 1e-4, errors
 
 
 def test_synchronized_statistics_on_cuda_with_one_process():
@@ -128,7 +113,7 @@ def test_synchronized_statistics_on_cuda_with_one_process():
     of one process give what the local statistics give."""
     import torch.distributed as dist
 
-    from mmbcn.layers.functional import batch_channel_norm
+    from mmbcn.ops import batch_channel_norm
     dist.init_process_group('nccl', init_method='tcp://127.0.0.1:29561', rank=0, world_size=1)
     try:
         x = torch.randn(2, 64, 30, 20, device='cuda') * 2 + 1

@@ -4,7 +4,8 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.structures import InstanceData
-from test_configs import ROOT, build_model
+from models import build_model
+from paths import ROOT
 from torch import nn
 
 from mmbcn import BatchChannelNorm2d, WSConv2d

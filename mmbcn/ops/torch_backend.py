@@ -1,22 +1,23 @@
-"""The passes over the activation that BCN needs, written with PyTorch ops (any device).
+"""BCN on PyTorch ops (any device): the passes over the activation and :mod:`.maths` as ops.
 
-Each function touches x once, or once per term, and allocates at most one activation-sized
+The passes: each touches x once, or once per term, and allocates at most one activation-sized
 tensor: on CPU a freshly allocated large tensor costs more than the arithmetic (the kernel maps
 and zero-fills new pages on first touch), so the reductions avoid activation-sized temporaries.
 For contiguous x the forward allocates one tensor: :func:`standardized_rows` writes the
 standardized rows while it computes the moments, and :func:`affine_over_standardized` turns them
 into the output in place. The backward allocates the input gradient.
-:mod:`mmbcn.layers.triton_passes` holds the same passes as CUDA kernels.
 
+:class:`TorchBackend` puts the passes and the maths of :mod:`.maths` together for
+:mod:`.function`; :mod:`.triton_backend` has the same methods on Triton kernels.
 All per-row values are (N, C); the statistics dtype is float32, or float64 for float64 inputs.
 """
 
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
-# Low-precision activations are normalized with statistics computed in float32.
-LOW_PRECISION = (torch.float16, torch.bfloat16)
+from . import maths
+from .maths import Params, Settings
 
 
 def statistics_dtype(x: torch.Tensor) -> torch.dtype:
@@ -132,7 +133,7 @@ def _broadcast(x: torch.Tensor, per_row: torch.Tensor) -> torch.Tensor:
     return per_row.reshape(x.shape[:2] + (1,) * (x.dim() - 2))
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
+def _as_rows(x: torch.Tensor) -> torch.Tensor:
     """Contiguous x (N, C, *) as (1, N * C, M): one ATen 'channel' per (sample, channel) row."""
     return x.view(1, x.shape[0] * x.shape[1], -1)
 
@@ -162,7 +163,7 @@ def affine_over_standardized(x: torch.Tensor, standardized: StandardizedRows,
     """
     scale = coeff_a / standardized.rstd
     shift = torch.addcmul(coeff_b, coeff_a, standardized.mean)
-    rows = _rows(standardized.values)
+    rows = _as_rows(standardized.values)
     _row_affine(rows, scale, shift, torch.zeros_like(shift), out=rows)
     constant = torch.isinf(standardized.rstd).reshape(-1)
     if constant.any():
@@ -180,7 +181,7 @@ def apply_affine(x: torch.Tensor, coeff_a: torch.Tensor, coeff_b: torch.Tensor) 
     work = x if x.dtype == coeff_a.dtype else x.to(coeff_a.dtype)
     if rows_are_contiguous(work):
         out = torch.empty_like(work)
-        _row_affine(_rows(work), coeff_a, coeff_b, torch.zeros_like(coeff_a), _rows(out))
+        _row_affine(_as_rows(work), coeff_a, coeff_b, torch.zeros_like(coeff_a), _as_rows(out))
     else:
         out = torch.mul(work, _broadcast(x, coeff_a)).add_(_broadcast(x, coeff_b))
     return out.to(x.dtype)
@@ -199,8 +200,96 @@ def grad_input(grad: torch.Tensor, x: torch.Tensor, coeff_a: torch.Tensor, slope
     work = x.to(dtype)
     if rows_are_contiguous(work):
         out = torch.empty_like(work)
-        _row_affine(_rows(work), slope, offset, mean, _rows(out))
+        _row_affine(_as_rows(work), slope, offset, mean, _as_rows(out))
         return out.addcmul_(grad.to(dtype), _broadcast(x, coeff_a)).to(x.dtype)
     out = torch.sub(work, _broadcast(x, mean)).mul_(_broadcast(x, slope))
     out.addcmul_(grad.to(dtype), _broadcast(x, coeff_a)).add_(_broadcast(x, offset))
     return out.to(x.dtype)
+
+
+class RowMoments(NamedTuple):
+    """The statistics pass's result: per-row moments, and x standardized when it was written."""
+
+    mean: torch.Tensor  # (N, C)
+    var: torch.Tensor  # (N, C) biased
+    standardized: Optional[StandardizedRows]
+
+
+class Saved(NamedTuple):
+    """What the backward needs besides x and the parameters: all O(N*C)."""
+
+    sample_mean: torch.Tensor  # (N, C) m
+    channel_mean: torch.Tensor  # (C,) mu used by the batch stage
+    count: Optional[torch.Tensor]  # () S0 in training, else None
+    context: maths.CoefficientContext
+
+
+class BackwardCoefficients(NamedTuple):
+    """The input gradient's slope and offset, the parameter gradients and [dL/dmu, dL/dvar]."""
+
+    gradient: maths.InputGradient
+    param_grads: list  # in the order of Params, None where the parameter is absent
+    grad_statistics: torch.Tensor  # (2, C) float64
+
+
+class TorchBackend:
+    """The passes above and :mod:`.maths` as PyTorch ops: the reference backend, any device.
+
+    The methods :mod:`.function` calls, in order: :meth:`statistics_pass`, (training)
+    :meth:`local_sums`, :meth:`forward`; backward: :meth:`backward_coefficients`,
+    :meth:`grad_input`. The passes are methods so that a subclass can swap them (Triton passes
+    with these maths, :class:`mmbcn.ops.triton_backend.TritonPassesTorchMaths`).
+    """
+
+    name = 'PyTorch ops'
+
+    def statistics_pass(self, x: torch.Tensor) -> RowMoments:
+        """Per-row moments; contiguous x is also written standardized (the output's memory)."""
+        if rows_are_contiguous(x):
+            standardized = standardized_rows(x)
+            return RowMoments(standardized.mean, standardized.var, standardized)
+        return RowMoments(*self.row_moments(x), None)
+
+    row_moments = staticmethod(row_moments)
+    apply_affine = staticmethod(apply_affine)
+    grad_row_sums = staticmethod(grad_row_sums)
+    grad_input = staticmethod(grad_input)
+
+    def local_sums(self, x: torch.Tensor, moments: RowMoments,
+                   settings: Settings) -> torch.Tensor:
+        """``[S0, S1, S2]`` of the local batch (:func:`.maths.local_batch_sums`)."""
+        return maths.local_batch_sums(moments.mean, moments.var, maths.positions_per_sample(x))
+
+    def forward(self, x: torch.Tensor, moments: RowMoments, sums: Optional[torch.Tensor],
+                params: Params, settings: Settings):
+        """``(out, A, Saved)`` from the moments and, in training, the (global) batch sums.
+
+        Updates the running statistics when training (:func:`.maths.training_statistics`).
+        """
+        dtype = moments.mean.dtype
+        statistics = (maths.training_statistics(sums, settings, dtype) if settings.training
+                      else maths.eval_statistics(settings, dtype))
+        coeff_a, coeff_b, context = maths.coefficients(moments.mean, moments.var, statistics,
+                                                       params, settings.num_groups, settings.eps)
+        if moments.standardized is not None:
+            out = affine_over_standardized(x, moments.standardized, coeff_a, coeff_b)
+        else:
+            out = self.apply_affine(x, coeff_a, coeff_b)
+        return out, coeff_a, Saved(moments.mean, statistics.mean, statistics.count, context)
+
+    def backward_coefficients(self, grad_out: torch.Tensor, x: torch.Tensor, params: Params,
+                              saved: Saved, settings: Settings) -> BackwardCoefficients:
+        """Step 4 of :mod:`.maths` but the batch-statistics path (the Function adds it)."""
+        centered_sum, grad_sum = self.grad_row_sums(grad_out, x, saved.sample_mean)
+        grad_b = grad_sum.to(maths.FLOAT64)
+        sample_mean64 = saved.context.sample_mean.reshape(grad_b.shape)
+        grad_a = torch.addcmul(centered_sum.to(maths.FLOAT64), sample_mean64, grad_b)
+        grads = maths.coefficients_backward(saved.context, grad_a, grad_b,
+                                            params.bias is not None,
+                                            params.group_bias is not None)
+        gradient = maths.input_gradient_coefficients(
+            grads.sample_mean, grads.sample_var, maths.positions_per_sample(x),
+            saved.sample_mean.dtype)
+        return BackwardCoefficients(
+            gradient, [grads.weight, grads.bias, grads.group_weight, grads.group_bias],
+            torch.stack([grads.channel_mean, grads.channel_var]))

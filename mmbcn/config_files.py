@@ -1,0 +1,70 @@
+"""The configs shipped with mmbcn, found the same way in a wheel and in a checkout.
+
+A wheel (``pip install .``) carries them in ``mmbcn/.mim/configs``, where mmdet and mmseg keep
+theirs; an editable install (``pip install -e .``) reads the checkout's ``configs/``.
+
+MMEngine's ``pkg::path`` prefix only knows a fixed list of OpenMMLab packages, so another
+project inherits mmbcn's configs by a relative ``_base_`` through a link to them::
+
+    python -m mmbcn.config_files link configs/mmbcn      # once, in the other project
+    # configs/my_model.py:
+    _base_ = './mmbcn/mask_rcnn/mask-rcnn_r50_fpn_bcn-ws_8xb2-1x_coco.py'
+
+``python -m mmbcn.config_files path`` prints the folder.
+"""
+
+import argparse
+import os
+import os.path as osp
+
+PACKAGED = osp.join(osp.dirname(osp.abspath(__file__)), '.mim', 'configs')
+CHECKOUT = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs')
+
+
+def config_dir() -> str:
+    """The folder holding mmbcn's configs (``mask_rcnn/``, ``deeplabv3/``, ``demo/``)."""
+    for folder in (PACKAGED, CHECKOUT):
+        if osp.isdir(folder):
+            return folder
+    raise FileNotFoundError(
+        f'mmbcn has no configs next to it (looked in {PACKAGED} and {CHECKOUT}); reinstall it '
+        f'with `pip install .` from a checkout, which packs them into the wheel.')
+
+
+def config_path(name: str) -> str:
+    """The path of config ``name``, relative to :func:`config_dir` (e.g. ``demo/x.py``)."""
+    path = osp.join(config_dir(), name)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'mmbcn ships no config {name!r} (looked in {config_dir()}).')
+    return path
+
+
+def link(destination: str) -> str:
+    """Make ``destination`` a symbolic link to :func:`config_dir`; return the folder linked."""
+    source = config_dir()
+    if osp.lexists(destination):
+        if osp.islink(destination) and osp.realpath(destination) == osp.realpath(source):
+            return source
+        raise FileExistsError(f'{destination} exists; remove it or choose another path.')
+    parent = osp.dirname(osp.abspath(destination))
+    os.makedirs(parent, exist_ok=True)
+    os.symlink(source, destination, target_is_directory=True)
+    return source
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog='python -m mmbcn.config_files',
+                                     description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest='command', required=True)
+    commands.add_parser('path', help='print the folder of the configs')
+    linker = commands.add_parser('link', help='link DESTINATION to the folder of the configs')
+    linker.add_argument('destination')
+    args = parser.parse_args(argv)
+    if args.command == 'path':
+        print(config_dir())
+    else:
+        print(f'{args.destination} -> {link(args.destination)}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,152 @@
+"""``batch_channel_norm``: the autograd Function, the backend choice, both collectives.
+
+The maths is in :mod:`.maths`. A call runs on one backend, chosen once (:func:`choose_backend`):
+:class:`~.torch_backend.TorchBackend` (PyTorch ops, any device),
+:class:`~.triton_backend.TritonBackend` (contiguous CUDA tensors) or
+:class:`~.triton_backend.TritonPassesTorchMaths`. The distributed protocol is all here, between
+backend calls; a backend only ever computes over the local batch:
+
+* forward, training: the backend's local ``[S0, S1, S2]``, all-reduced over the process group
+  when synchronizing (one collective: the global batch's statistics, correct for different
+  batch or image sizes per process), then the backend's coefficients and output;
+* backward, large-batch training: the backend's ``[dL/dmu, dL/dvar]``, all-reduced when
+  synchronizing (every process's loss depends on the shared statistics), then
+  :func:`.maths.add_batch_statistics_path`, then the backend's input-gradient pass.
+"""
+
+import logging
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from torch.autograd.function import once_differentiable
+
+from . import maths
+from .maths import Params, Settings
+from .torch_backend import TorchBackend
+
+logger = logging.getLogger('mmbcn')
+_TORCH = TorchBackend()
+_logged_fallbacks = set()
+
+
+def world_size_of(process_group=None) -> int:
+    """Number of processes in ``process_group``; 1 when torch.distributed is not initialized."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size(process_group)
+
+
+def all_reduce_sum(tensor: torch.Tensor, process_group=None) -> torch.Tensor:
+    """``tensor`` summed over ``process_group`` (a new tensor; no autograd)."""
+    reduced = tensor.clone()
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM, group=process_group)
+    return reduced
+
+
+def _log_once(reason: str) -> None:
+    if reason not in _logged_fallbacks:
+        _logged_fallbacks.add(reason)
+        logger.info('mmbcn: BCN runs %s', reason)
+
+
+def choose_backend(x: torch.Tensor, settings: Settings):
+    """The backend for this call: Triton kernels where they apply, else PyTorch ops."""
+    if not x.is_cuda:
+        return _TORCH
+    try:
+        from . import triton_backend
+    except ImportError:
+        _log_once('on PyTorch ops on CUDA: Triton is not installed')
+        return _TORCH
+    if not triton_backend.supports(x):
+        return _TORCH  # MMBCN_TRITON=0, a non-contiguous or float64 input: no message needed
+    reason = triton_backend.maths_kernels_apply(x, settings)
+    if reason is None:
+        return triton_backend.TRITON
+    _log_once(f'its O(N*C) maths as PyTorch ops (the Triton passes stay): {reason}')
+    return triton_backend.TRITON_PASSES_TORCH_MATHS
+
+
+class BatchChannelNormFunction(torch.autograd.Function):
+    """``BCN(x) = x * A + B`` with the analytic backward of :mod:`.maths`."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, group_weight, group_bias, settings: Settings):
+        params = Params(weight, bias, group_weight, group_bias)
+        backend = choose_backend(x, settings)
+        moments = backend.statistics_pass(x)
+        sums = None
+        if settings.training:
+            sums = backend.local_sums(x, moments, settings)
+            if settings.synchronize:
+                sums = all_reduce_sum(sums, settings.process_group)
+        out, coeff_a, saved = backend.forward(x, moments, sums, params, settings)
+        ctx.save_for_backward(x, *params)
+        ctx.backend, ctx.settings, ctx.coeff_a, ctx.saved = backend, settings, coeff_a, saved
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, *params = ctx.saved_tensors
+        params, settings, saved = Params(*params), ctx.settings, ctx.saved
+        result = ctx.backend.backward_coefficients(grad_out, x, params, saved, settings)
+        gradient = result.gradient
+        if settings.large_batch_training:
+            grad_statistics = result.grad_statistics
+            if settings.synchronize:
+                grad_statistics = all_reduce_sum(grad_statistics, settings.process_group)
+            gradient = maths.add_batch_statistics_path(
+                gradient, grad_statistics, saved.sample_mean, saved.channel_mean, saved.count)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = ctx.backend.grad_input(grad_out, x, ctx.coeff_a, gradient.slope,
+                                            saved.sample_mean, gradient.offset)
+        param_grads = [grad.to(param.dtype) if needed else None for grad, param, needed
+                       in zip(result.param_grads, params, ctx.needs_input_grad[1:5])]
+        return (grad_x, *param_grads, None)
+
+
+def batch_channel_norm(
+    x: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor],
+    group_weight: Optional[torch.Tensor],
+    group_bias: Optional[torch.Tensor],
+    num_groups: int,
+    training: bool,
+    estimate: bool,
+    update_rate: float,
+    eps: float,
+    process_group=None,
+    synchronize: bool = False,
+    estimate_rule: str = 'authors',
+) -> torch.Tensor:
+    """Batch-Channel Normalization of x (N, C, *); the maths is stated in :mod:`.maths`.
+
+    Statistics are computed in float32 (float64 for the O(N*C) maths) whatever the input dtype
+    and autocast state; the output has x's dtype and memory layout.
+
+    Args:
+        x: (N, C, *) input.
+        running_mean, running_var: (C,) buffers, updated in place when training.
+        weight, bias: (C,) batch-stage affine, or None.
+        group_weight, group_bias: (G,) channel-stage affine, or None.
+        num_groups: G, which must divide C.
+        training: use and update batch statistics.
+        estimate: micro-batch mode (normalize with the moved estimates, no gradient through
+            them); else large-batch mode (batch statistics with gradients).
+        update_rate: r, the weight of the new batch statistics in the running statistics.
+        eps: added to both variances inside the square root.
+        process_group: the group whose global batch gives the statistics.
+        synchronize: all-reduce the batch statistics over ``process_group``.
+        estimate_rule: ``'authors'`` or ``'batch_variance'`` (micro-batch mode only).
+    """
+    settings = Settings(running_mean, running_var, num_groups, training, estimate, update_rate,
+                        eps, process_group, synchronize, estimate_rule)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return BatchChannelNormFunction.apply(x, weight, bias, group_weight, group_bias,
+                                              settings)

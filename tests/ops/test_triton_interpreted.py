@@ -1,0 +1,46 @@
+"""BCN's Triton kernels (passes and coefficient maths) under Triton's CPU interpreter: no GPU.
+
+One fresh process runs every case (``helpers/triton_interpreted.py``: ``TRITON_INTERPRET`` must
+be set before the kernels are defined); each case is then its own test here.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from paths import HELPERS
+from triton_cases import LAYER_CASES, PASS_CASES
+
+pytest.importorskip('triton', reason='needs Triton (installed with the tests extra on Linux)')
+
+
+@pytest.fixture(scope='module')
+def interpreted(tmp_path_factory):
+    out = tmp_path_factory.mktemp('interpreted') / 'errors.json'
+    env = dict(os.environ, TRITON_INTERPRET='1',
+               PYTHONPATH=os.pathsep.join([HELPERS, os.environ.get('PYTHONPATH', '')]))
+    result = subprocess.run([sys.executable, os.path.join(HELPERS, 'triton_interpreted.py'),
+                             str(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize('case', PASS_CASES)
+def test_pass_kernels_match_pytorch_ops(interpreted, case):
+    # moments, x A + B, the two gradient sums, the input gradient
+    tolerance = 1e-4 if PASS_CASES[case][1] == torch.float32 else 1e-2
+    assert max(interpreted[case]) < tolerance, interpreted[case]
+
+
+@pytest.mark.parametrize('case', LAYER_CASES)
+def test_layer_on_triton_matches_float64(interpreted, case):
+    # Output, dL/dx, running mean and var, parameter gradients: the float32 kernels against
+    # float64, within 1e-4 relative, or within 3x the PyTorch backend's own float32 error where
+    # the case is ill-conditioned (one value per channel: dL/dx cancels to ~1e-3).
+    errors = interpreted[case]
+    for index, (triton, torch_float32) in enumerate(zip(errors['triton'],
+                                                         errors['torch_float32'])):
+        assert triton < max(1e-4, 3 * torch_float32), (index, errors)
