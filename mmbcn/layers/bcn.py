@@ -20,27 +20,17 @@ __all__ = ['BatchChannelNorm2d', 'convert_sync_batchnorm', 'revert_sync_batchnor
 class BatchChannelNorm2d(_BatchNorm):
     """Batch-Channel Normalization: a batch-normalization stage, then a channel-normalization stage.
 
-    For x of shape (N, C, *)::
+    For x of shape (N, C, *): ``y = (x - mu) / sqrt(var + eps) * weight + bias`` per channel,
+    then group norm of y per sample with ``group_weight``, ``group_bias`` per group. The maths,
+    stated once, is in :mod:`mmbcn.ops.maths`. The modes, for the (mu, var) of the batch stage:
 
-        y   = (x - mu[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]           # batch stage
-        out = (y - mu_g[n]) / sqrt(var_g[n] + eps) * group_weight[g] + group_bias[g]
-                                                                            # channel stage
-
-    where mu_g, var_g are the mean and biased variance of y over the C/G channels of group g and
-    all spatial positions of sample n (group normalization). Which mu, var the batch stage uses:
-
-    * large-batch mode (``estimate=False``), training: the batch mean and biased variance over
-      (N, *), with gradients through them (BatchNorm). Running statistics are kept as BatchNorm
-      keeps them (unbiased variance, ``momentum`` as BatchNorm's; None means a cumulative average).
-    * micro-batch mode (``estimate=True``), training: the running estimates are first moved at
-      the update rate r = ``momentum``, ``mu = (1 - r) mu_old + r mu_batch`` and
-      ``var = (1 - r) var_old + r v`` with, by default, the authors'
-      ``v = mean over the batch of (x - mu_old)^2`` (``estimate_rule``, see
-      :mod:`mmbcn.ops.maths`), then used to normalize; no gradient flows through them.
-      :class:`mmbcn.engine.BCNUpdateRateHook` sets r during training. ``momentum=None`` averages
-      the batches seen (r = 1 at the first two steps, then 1/(t - 1) at step t): the first
-      step's variance, a spread around the initial running mean (0 for fresh buffers), is
-      forgotten at the second.
+    * large-batch (``estimate=False``), training: the batch's, with gradients (as BatchNorm,
+      whose running statistics and ``momentum`` it keeps; None: a cumulative average);
+    * micro-batch (``estimate=True``), training: estimates moved at the update rate
+      r = ``momentum`` by the ``estimate_rule`` (default: the authors'), then used, with no
+      gradient. :class:`mmbcn.engine.BCNUpdateRateHook` sets r during training;
+      ``momentum=None`` averages the batches seen, restarting at the second step (r = 1, 1,
+      then 1/(t - 1) at step t), which forgets the first step's spread around the initial mean;
     * eval: the running statistics, in both modes.
 
     When torch.distributed is initialized with more than one process and ``sync_stats`` is True,
