@@ -14,6 +14,7 @@ backend calls; a backend only ever computes over the local batch:
   :func:`.maths.add_batch_statistics_path`, then the backend's input-gradient pass.
 """
 
+import contextlib
 import logging
 from typing import Optional
 
@@ -50,6 +51,11 @@ def _log_once(reason: str) -> None:
         logger.info('mmbcn: BCN runs %s', reason)
 
 
+def on_device_of(x: torch.Tensor):
+    """A context in which x's device is the current one: kernels launch there, on its stream."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 def choose_backend(x: torch.Tensor, settings: Settings):
     """The backend for this call: Triton kernels where they apply, else PyTorch ops."""
     if not x.is_cuda:
@@ -69,19 +75,24 @@ def choose_backend(x: torch.Tensor, settings: Settings):
 
 
 class BatchChannelNormFunction(torch.autograd.Function):
-    """``BCN(x) = x * A + B`` with the analytic backward of :mod:`.maths`."""
+    """``BCN(x) = (x - m) * A + C`` with the analytic backward of :mod:`.maths`.
+
+    Every backend call runs with x's device current (:func:`on_device_of`), so kernels launch on
+    x's device and its current stream whatever device is current outside.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, group_weight, group_bias, settings: Settings):
         params = Params(weight, bias, group_weight, group_bias)
         backend = choose_backend(x, settings)
-        moments = backend.statistics_pass(x)
-        sums = None
-        if settings.training:
-            sums = backend.local_sums(x, moments, settings)
-            if settings.synchronize:
-                sums = all_reduce_sum(sums, settings.process_group)
-        out, coeff_a, saved = backend.forward(x, moments, sums, params, settings)
+        with on_device_of(x):
+            moments = backend.statistics_pass(x)
+            sums = None
+            if settings.training:
+                sums = backend.local_sums(x, moments, settings)
+                if settings.synchronize:
+                    sums = all_reduce_sum(sums, settings.process_group)
+            out, coeff_a, saved = backend.forward(x, moments, sums, params, settings)
         ctx.save_for_backward(x, *params)
         ctx.backend, ctx.settings, ctx.coeff_a, ctx.saved = backend, settings, coeff_a, saved
         return out
@@ -90,18 +101,20 @@ class BatchChannelNormFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         x, *params = ctx.saved_tensors
-        params, settings, saved = Params(*params), ctx.settings, ctx.saved
-        result = ctx.backend.backward_coefficients(grad_out, x, params, saved, settings)
-        gradient = result.gradient
-        if settings.large_batch_training:
-            grad_statistics = result.grad_statistics
-            if settings.synchronize:
-                grad_statistics = all_reduce_sum(grad_statistics, settings.process_group)
-            gradient = maths.add_batch_statistics_path(
-                gradient, grad_statistics, saved.sample_mean, saved.channel_mean, saved.count)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = ctx.backend.grad_input(grad_out, x, ctx.coeff_a, gradient.slope,
+        params, settings, saved, backend = Params(*params), ctx.settings, ctx.saved, ctx.backend
+        with on_device_of(x):
+            result = backend.backward_coefficients(grad_out, x, params, saved, settings)
+            gradient = result.gradient
+            if settings.large_batch_training:
+                grad_statistics = result.grad_statistics
+                if settings.synchronize:
+                    grad_statistics = all_reduce_sum(grad_statistics, settings.process_group)
+                gradient = maths.add_batch_statistics_path(
+                    gradient, grad_statistics, saved.sample_mean, saved.channel_mean,
+                    saved.count)
+            grad_x = None
+            if ctx.needs_input_grad[0]:
+                grad_x = backend.grad_input(grad_out, x, ctx.coeff_a, gradient.slope,
                                             saved.sample_mean, gradient.offset)
         param_grads = [grad.to(param.dtype) if needed else None for grad, param, needed
                        in zip(result.param_grads, params, ctx.needs_input_grad[1:5])]

@@ -42,6 +42,11 @@ all positions of sample n (group norm). Everything follows from the per-(sample,
        var_g = mean_k (vy + d^2),               r = (var_g + eps)^-1/2   # per (n, group)
        A = s * r * gw,           B = (t - mu_g) * r * gw + gb
 
+   written centred on each row's mean, ``out = (x - m) * A + C`` with ``C = A m + B =
+   d * r * gw + gb`` (the output at the row mean): ``x - m`` is exact in float32 where
+   ``|m| >> std``, and C has no cancellation, so the output keeps float32's relative precision
+   whatever the mean (``x * A + B`` loses ``|m| / std`` of it).
+
 4. Backward, with g the output gradient: one reduction pass gives ``dL/dB = sum_s g`` and
    ``dL/dA = sum_s g (x - m) + m sum_s g``; :func:`coefficients_backward` is the chain rule of
    3 down to dL/dm, dL/dv, dL/dmu, dL/dvar and the parameters; in large-batch mode
@@ -199,7 +204,7 @@ class CoefficientGrads(NamedTuple):
 
 def coefficients(sample_mean: torch.Tensor, sample_var: torch.Tensor,
                  statistics: BatchStatistics, params: Params, num_groups: int, eps: float):
-    """``(A, B, ctx)`` with ``BCN(x) = x * A + B`` (step 3 of the module doc).
+    """``(A, C, ctx)`` with ``BCN(x) = (x - m) * A + C`` (step 3 of the module doc).
 
     Args:
         sample_mean, sample_var: (N, C) per-sample channel moments of x.
@@ -209,7 +214,8 @@ def coefficients(sample_mean: torch.Tensor, sample_var: torch.Tensor,
         eps: added to both variances.
 
     Returns:
-        A and B, each (N, C) in the dtype of ``sample_mean``, and the
+        A and C, each (N, C) in the dtype of ``sample_mean`` (C is centred on exactly the
+        ``sample_mean`` given: subtract that same m from x), and the
         :class:`CoefficientContext` for the backward.
     """
     n, c = sample_mean.shape
@@ -232,12 +238,12 @@ def coefficients(sample_mean: torch.Tensor, sample_var: torch.Tensor,
     scaled_r = r if gw is None else r * gw
     group_shift = t - group_mean
     coeff_a = s * scaled_r
-    coeff_b = group_shift * scaled_r
+    coeff_c = d * scaled_r
     if params.group_bias is not None:
-        coeff_b = coeff_b + per_channel(params.group_bias)
+        coeff_c = coeff_c + per_channel(params.group_bias)
     ctx = CoefficientContext(m, v, mu, rs, s, t, d, group_shift, r, w, gw)
     out_dtype = sample_mean.dtype
-    return coeff_a.reshape(n, c).to(out_dtype), coeff_b.reshape(n, c).to(out_dtype), ctx
+    return coeff_a.reshape(n, c).to(out_dtype), coeff_c.reshape(n, c).to(out_dtype), ctx
 
 
 def coefficients_backward(ctx: CoefficientContext, grad_a: torch.Tensor, grad_b: torch.Tensor,

@@ -107,7 +107,10 @@ def row_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return empty, empty.clone()
     means, rstds = [], []
     for rows in _sample_rows(data):
-        _, mean, rstd = _group_norm_rows(rows, rows.shape[1])
+        # ATen's channels_last group norm sums x and x^2 in one pass, which cancels when
+        # |mean| >> std (measured: errors of order 1 at mean 1e3, std 1e-2); its contiguous
+        # kernel is Welford's. So strided rows are copied, one sample at a time.
+        _, mean, rstd = _group_norm_rows(rows.contiguous(), rows.shape[1])
         means.append(mean.reshape(-1))
         rstds.append(rstd.reshape(-1))
     return torch.cat(means).reshape(n, c), torch.cat(rstds).reshape(n, c).pow(-2)
@@ -155,14 +158,14 @@ def _row_affine(rows: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
 
 
 def affine_over_standardized(x: torch.Tensor, standardized: StandardizedRows,
-                             coeff_a: torch.Tensor, coeff_b: torch.Tensor) -> torch.Tensor:
-    """``x * A + B`` written in place over x's standardized rows z = (x - m) * rstd.
+                             coeff_a: torch.Tensor, coeff_c: torch.Tensor) -> torch.Tensor:
+    """``(x - m) * A + C`` written in place over x's standardized rows z = (x - m) * rstd.
 
-    ``x * A + B = z * (A / rstd) + (A * m + B)``: one in-place pass, no new activation-sized
-    tensor. Constant rows, whose z is NaN (0 * inf), are ``A * m + B``.
+    ``(x - m) * A + C = z * (A / rstd) + C``: one in-place pass, no new activation-sized
+    tensor. Constant rows, whose z is NaN (0 * inf), are C.
     """
     scale = coeff_a / standardized.rstd
-    shift = torch.addcmul(coeff_b, coeff_a, standardized.mean)
+    shift = coeff_c
     rows = _as_rows(standardized.values)
     _row_affine(rows, scale, shift, torch.zeros_like(shift), out=rows)
     constant = torch.isinf(standardized.rstd).reshape(-1)
@@ -176,14 +179,16 @@ def rows_are_contiguous(x: torch.Tensor) -> bool:
     return x.is_contiguous() and x.numel() > 0
 
 
-def apply_affine(x: torch.Tensor, coeff_a: torch.Tensor, coeff_b: torch.Tensor) -> torch.Tensor:
-    """``x * A[n, c] + B[n, c]`` in x's dtype and layout (arithmetic in A's dtype)."""
+def apply_affine(x: torch.Tensor, coeff_a: torch.Tensor, coeff_c: torch.Tensor,
+                 mean: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) * A + C`` per (sample, channel), in x's dtype and layout (A's dtype inside)."""
     work = x if x.dtype == coeff_a.dtype else x.to(coeff_a.dtype)
     if rows_are_contiguous(work):
         out = torch.empty_like(work)
-        _row_affine(_as_rows(work), coeff_a, coeff_b, torch.zeros_like(coeff_a), _as_rows(out))
+        _row_affine(_as_rows(work), coeff_a, coeff_c, mean, _as_rows(out))
     else:
-        out = torch.mul(work, _broadcast(x, coeff_a)).add_(_broadcast(x, coeff_b))
+        out = torch.sub(work, _broadcast(x, mean)).mul_(_broadcast(x, coeff_a))
+        out.add_(_broadcast(x, coeff_c))
     return out.to(x.dtype)
 
 
@@ -269,12 +274,12 @@ class TorchBackend:
         dtype = moments.mean.dtype
         statistics = (maths.training_statistics(sums, settings, dtype) if settings.training
                       else maths.eval_statistics(settings, dtype))
-        coeff_a, coeff_b, context = maths.coefficients(moments.mean, moments.var, statistics,
+        coeff_a, coeff_c, context = maths.coefficients(moments.mean, moments.var, statistics,
                                                        params, settings.num_groups, settings.eps)
         if moments.standardized is not None:
-            out = affine_over_standardized(x, moments.standardized, coeff_a, coeff_b)
+            out = affine_over_standardized(x, moments.standardized, coeff_a, coeff_c)
         else:
-            out = self.apply_affine(x, coeff_a, coeff_b)
+            out = self.apply_affine(x, coeff_a, coeff_c, moments.mean)
         return out, coeff_a, Saved(moments.mean, statistics.mean, statistics.count, context)
 
     def backward_coefficients(self, grad_out: torch.Tensor, x: torch.Tensor, params: Params,

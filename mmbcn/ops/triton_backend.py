@@ -106,13 +106,20 @@ def row_moments(x: torch.Tensor):
     return mean.reshape(n, c), (m2 / positions).reshape(n, c)
 
 
-def apply_affine(x: torch.Tensor, coeff_a: torch.Tensor, coeff_b: torch.Tensor) -> torch.Tensor:
-    """``x * A + B`` per (sample, channel), in x's dtype."""
-    positions = maths.positions_per_sample(x)
+def _elementwise_grid(x: torch.Tensor):
+    """One program per block of a row, all on grid axis 0 (axis 1 stops at 65,535)."""
+    blocks_per_row = triton.cdiv(maths.positions_per_sample(x), ELEMENTWISE_BLOCK)
+    return (_row_count(x) * blocks_per_row,), blocks_per_row
+
+
+def apply_affine(x: torch.Tensor, coeff_a: torch.Tensor, coeff_c: torch.Tensor,
+                 mean: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) * A + C`` per (sample, channel), in x's dtype."""
     out = torch.empty_like(x)
-    grid = (_row_count(x), triton.cdiv(positions, ELEMENTWISE_BLOCK))
-    kernels._affine_kernel[grid](x.detach(), _per_row(coeff_a), _per_row(coeff_b), out,
-                                 positions, BLOCK=ELEMENTWISE_BLOCK)
+    grid, blocks_per_row = _elementwise_grid(x)
+    kernels._affine_kernel[grid](x.detach(), _per_row(coeff_a), _per_row(coeff_c),
+                                 _per_row(mean), out, maths.positions_per_sample(x),
+                                 blocks_per_row, BLOCK=ELEMENTWISE_BLOCK)
     return out
 
 
@@ -137,12 +144,12 @@ def grad_row_sums(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor):
 def grad_input(grad: torch.Tensor, x: torch.Tensor, coeff_a: torch.Tensor, slope: torch.Tensor,
                mean: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """``grad * A + (x - mean) * slope + offset`` per (sample, channel), in x's dtype."""
-    positions = maths.positions_per_sample(x)
     grad = grad.contiguous()
     out = torch.empty_like(x)
-    grid = (_row_count(x), triton.cdiv(positions, ELEMENTWISE_BLOCK))
+    grid, blocks_per_row = _elementwise_grid(x)
     kernels._grad_input_kernel[grid](grad, x, _per_row(coeff_a), _per_row(slope),
-                                     _per_row(mean), _per_row(offset), out, positions,
+                                     _per_row(mean), _per_row(offset), out,
+                                     maths.positions_per_sample(x), blocks_per_row,
                                      BLOCK=ELEMENTWISE_BLOCK)
     return out
 
@@ -215,18 +222,18 @@ class TritonBackend:
         stats = (kernels.GIVEN if not settings.training else
                  kernels.STATS_OF_RULE[settings.estimate_rule] if settings.estimate
                  else kernels.BATCH)
-        sample_mean, sample_var, coeff_a, coeff_b = x.new_empty(4, n, c, dtype=torch.float32)
+        sample_mean, sample_var, coeff_a, coeff_c = x.new_empty(4, n, c, dtype=torch.float32)
         channel_mean, channel_var = x.new_empty(2, c, dtype=torch.float32)
         kernels._forward_kernel[grid](
             partials.first, partials.second, partials.num_segments, partials.segment_length,
             maths.positions_per_sample(x), partials.first if sums is None else sums,
             settings.running_mean, settings.running_var, float(settings.update_rate),
             *_pointers(params, sample_mean), sample_mean, sample_var, channel_mean, channel_var,
-            coeff_a, coeff_b, n, c, c // settings.num_groups, settings.eps, STATS=stats.value,
+            coeff_a, coeff_c, n, c, c // settings.num_groups, settings.eps, STATS=stats.value,
             **_flags(params), **launch)
         count = None if sums is None else sums[0]
         saved = Saved(sample_mean, sample_var, channel_mean, channel_var, count)
-        return apply_affine(x, coeff_a, coeff_b), coeff_a, saved
+        return apply_affine(x, coeff_a, coeff_c, sample_mean), coeff_a, saved
 
     def backward_coefficients(self, grad_out: torch.Tensor, x: torch.Tensor, params: Params,
                               saved: Saved, settings: Settings) -> BackwardCoefficients:

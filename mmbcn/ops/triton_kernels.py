@@ -6,7 +6,7 @@ Launched by :mod:`.triton_backend` (shapes, buffers, grids). Two families:
   segment or block), accumulating in float32 whatever the input dtype:
   :func:`_moments_kernel` (per-row mean and sum of squared deviations per segment; Welford per
   lane), :func:`_grad_sums_kernel` (``sum g (x - m)`` and ``sum g`` per segment),
-  :func:`_affine_kernel` (``x A + B``), :func:`_grad_input_kernel`
+  :func:`_affine_kernel` (``(x - m) A + C``), :func:`_grad_input_kernel`
   (``g A + (x - m) slope + offset``);
 * the O(N*C) maths, in float64, one program per channel group holding the (N, K) tile of
   per-sample moments of its channels: :func:`_batch_sums_kernel`
@@ -38,10 +38,17 @@ def _welford_combine(mean_a, m2_a, count_a, mean_b, m2_b, count_b):
 
 @triton.jit
 def _moments_kernel(x_ptr, mean_ptr, m2_ptr, positions, segment, BLOCK: tl.constexpr):
+    """Each row segment's mean and sum of squared deviations (Welford per lane).
+
+    The values are accumulated relative to the row's first value (a pivot, the same for every
+    segment of the row): where |mean| >> std, float32 Welford on the raw values rounds the
+    running mean to the values' ulp at each step, which loses the variance.
+    """
     row = tl.program_id(0)
     seg = tl.program_id(1)
     num_segments = tl.num_programs(1)
     base = x_ptr + row.to(tl.int64) * positions
+    pivot = tl.load(base).to(tl.float32)
     start = seg * segment  # segment is a multiple of BLOCK
     mean = tl.zeros([BLOCK], tl.float32)
     m2 = tl.zeros([BLOCK], tl.float32)
@@ -50,7 +57,7 @@ def _moments_kernel(x_ptr, mean_ptr, m2_ptr, positions, segment, BLOCK: tl.const
     while offset < start + segment:  # a while loop: Triton's CPU interpreter runs it too
         index = offset + tl.arange(0, BLOCK)
         mask = index < positions
-        value = tl.load(base + index, mask=mask, other=0.0).to(tl.float32)
+        value = tl.load(base + index, mask=mask, other=0.0).to(tl.float32) - pivot
         new_count = count + mask.to(tl.float32)
         delta = value - mean
         mean += tl.where(mask, delta / tl.maximum(new_count, 1.0), 0.0)
@@ -58,7 +65,7 @@ def _moments_kernel(x_ptr, mean_ptr, m2_ptr, positions, segment, BLOCK: tl.const
         count = new_count
         offset += BLOCK
     mean, m2, count = tl.reduce((mean, m2, count), 0, _welford_combine)
-    tl.store(mean_ptr + row * num_segments + seg, mean)
+    tl.store(mean_ptr + row * num_segments + seg, pivot + mean)
     tl.store(m2_ptr + row * num_segments + seg, m2)
 
 
@@ -87,21 +94,25 @@ def _grad_sums_kernel(grad_ptr, x_ptr, mean_ptr, centered_ptr, sum_ptr, position
 
 
 @triton.jit
-def _affine_kernel(x_ptr, a_ptr, b_ptr, out_ptr, positions, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    index = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+def _affine_kernel(x_ptr, a_ptr, c_ptr, mean_ptr, out_ptr, positions, blocks_per_row,
+                   BLOCK: tl.constexpr):
+    """``out = (x - m) * A + C`` (centred: step 3 of :mod:`.maths`); grid: rows x blocks."""
+    row = tl.program_id(0) // blocks_per_row
+    index = (tl.program_id(0) % blocks_per_row) * BLOCK + tl.arange(0, BLOCK)
     mask = index < positions
     offset_row = row.to(tl.int64) * positions
     value = tl.load(x_ptr + offset_row + index, mask=mask, other=0.0).to(tl.float32)
-    out = value * tl.load(a_ptr + row) + tl.load(b_ptr + row)
+    centered = value - tl.load(mean_ptr + row)
+    out = centered * tl.load(a_ptr + row) + tl.load(c_ptr + row)
     tl.store(out_ptr + offset_row + index, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _grad_input_kernel(grad_ptr, x_ptr, a_ptr, slope_ptr, mean_ptr, offset_ptr, out_ptr,
-                       positions, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    index = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+                       positions, blocks_per_row, BLOCK: tl.constexpr):
+    """``dx = g * A + (x - m) * slope + offset`` (step 4 of :mod:`.maths`)."""
+    row = tl.program_id(0) // blocks_per_row
+    index = (tl.program_id(0) % blocks_per_row) * BLOCK + tl.arange(0, BLOCK)
     mask = index < positions
     offset_row = row.to(tl.int64) * positions
     grad = tl.load(grad_ptr + offset_row + index, mask=mask, other=0.0).to(tl.float32)
@@ -212,7 +223,7 @@ def _forward_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length, po
                     sums_ptr, running_mean_ptr, running_var_ptr, update_rate,
                     weight_ptr, bias_ptr, group_weight_ptr, group_bias_ptr,
                     sample_mean_ptr, sample_var_ptr, channel_mean_ptr, channel_var_ptr,
-                    a_ptr, b_ptr, N, C, K, eps,
+                    a_ptr, c_ptr, N, C, K, eps,
                     STATS: tl.constexpr, HAS_WEIGHT: tl.constexpr,
                     HAS_BIAS: tl.constexpr, HAS_GROUP_WEIGHT: tl.constexpr,
                     HAS_GROUP_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -266,16 +277,16 @@ def _forward_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length, po
 
     weight = _load64(weight_ptr, channel, channel_mask, 1.0, HAS_WEIGHT)
     bias = _load64(bias_ptr, channel, channel_mask, 0.0, HAS_BIAS)
-    _, scale, shift, group_mean, _, rsqrt_group_var = _stages(
+    _, scale, _, _, centered, rsqrt_group_var = _stages(
         sample_mean, sample_var, channel_mean, channel_var, weight, bias, mask, K, eps)
     if HAS_GROUP_WEIGHT:
         rsqrt_group_var *= tl.load(group_weight_ptr + group).to(tl.float64)
     coeff_a = scale[None, :] * rsqrt_group_var[:, None]
-    coeff_b = (shift[None, :] - group_mean[:, None]) * rsqrt_group_var[:, None]
+    coeff_c = centered * rsqrt_group_var[:, None]  # the output at the row mean
     if HAS_GROUP_BIAS:
-        coeff_b += tl.load(group_bias_ptr + group).to(tl.float64)
+        coeff_c += tl.load(group_bias_ptr + group).to(tl.float64)
     tl.store(a_ptr + row, coeff_a.to(tl.float32), mask=mask)
-    tl.store(b_ptr + row, coeff_b.to(tl.float32), mask=mask)
+    tl.store(c_ptr + row, coeff_c.to(tl.float32), mask=mask)
 
 
 @triton.jit

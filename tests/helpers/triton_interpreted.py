@@ -16,7 +16,7 @@ os.environ['TRITON_INTERPRET'] = '1'
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from backends import relative_errors, run_on_backend  # noqa: E402
-from triton_cases import LAYER_CASES, PASS_CASES  # noqa: E402
+from triton_cases import LAYER_CASES, PASS_CASES, PRECISION_CASES  # noqa: E402
 
 from mmbcn.ops import torch_backend, triton_backend  # noqa: E402
 
@@ -27,20 +27,21 @@ def pass_errors(shape, dtype):
     x = (torch.randn(shape, generator=generator) * 3 + 10).to(dtype)
     grad = torch.randn(shape, generator=generator).to(dtype)
     n, c = shape[:2]
-    coeff_a, coeff_b, slope, offset = torch.randn(4, n, c, generator=generator)
+    coeff_a, coeff_c, slope, offset = torch.randn(4, n, c, generator=generator)
     mean, var = triton_backend.row_moments(x)
     ref_mean, ref_var = torch_backend.row_moments(x)
-    out = triton_backend.apply_affine(x, coeff_a, coeff_b)
+    out = triton_backend.apply_affine(x, coeff_a, coeff_c, ref_mean)
     assert out.dtype == dtype
     got = [mean, var, out, *triton_backend.grad_row_sums(grad, x, ref_mean),
            triton_backend.grad_input(grad, x, coeff_a, slope, ref_mean, offset)]
-    want = [ref_mean, ref_var, torch_backend.apply_affine(x, coeff_a, coeff_b),
+    want = [ref_mean, ref_var, torch_backend.apply_affine(x, coeff_a, coeff_c, ref_mean),
             *torch_backend.grad_row_sums(grad, x, ref_mean),
             torch_backend.grad_input(grad, x, coeff_a, slope, ref_mean, offset)]
     return relative_errors(got, want)
 
 
-def layer_errors(shape, groups, training, estimate, affine, synchronize, estimate_rule):
+def layer_errors(shape, groups, training, estimate, affine, synchronize, estimate_rule,
+                 mean=10.0, std=3.0):
     """Relative errors of output, dL/dx, running statistics and parameter grads vs float64.
 
     ``{'triton': [...], 'torch_float32': [...]}``: the Triton backend's, and for scale those of
@@ -48,7 +49,8 @@ def layer_errors(shape, groups, training, estimate, affine, synchronize, estimat
     float32 errors of their own).
     """
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=generator) * 3 + 10
+    x = torch.randn(shape, generator=generator, dtype=torch.float64) * std + mean
+    x = x.float()  # the float64 reference sees the same (rounded) values
     upstream = torch.randn(shape, generator=generator)
     c = shape[1]
     params = [torch.randn(size, generator=generator) if affine else None
@@ -69,6 +71,9 @@ if __name__ == '__main__':
     results = {case: pass_errors(*args) for case, args in PASS_CASES.items()}
     dist.init_process_group('gloo', init_method='tcp://127.0.0.1:0', rank=0, world_size=1)
     results.update({case: layer_errors(*args) for case, args in LAYER_CASES.items()})
+    results.update({case: layer_errors(shape, groups, True, False, True, False, 'authors', mean,
+                                       std)
+                    for case, (shape, groups, mean, std) in PRECISION_CASES.items()})
     dist.destroy_process_group()
     with open(sys.argv[1], 'w') as file:
         json.dump(results, file, indent=1)

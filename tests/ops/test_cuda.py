@@ -56,14 +56,14 @@ def test_triton_passes_match_pytorch_passes_on_cuda(shape, dtype):
     x = (torch.randn(shape, device='cuda') * 3 + 10).to(dtype)
     grad = torch.randn(shape, device='cuda').to(dtype)
     n, c = shape[:2]
-    coeff_a, coeff_b, slope, offset = torch.randn(4, n, c, device='cuda')
+    coeff_a, coeff_c, slope, offset = torch.randn(4, n, c, device='cuda')
     loose = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     mean, var = triton_backend.row_moments(x)
     ref_mean, ref_var = torch_backend.row_moments(x)
     torch.testing.assert_close(mean, ref_mean, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(var, ref_var, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(triton_backend.apply_affine(x, coeff_a, coeff_b),
-                               torch_backend.apply_affine(x, coeff_a, coeff_b), **loose)
+    torch.testing.assert_close(triton_backend.apply_affine(x, coeff_a, coeff_c, ref_mean),
+                               torch_backend.apply_affine(x, coeff_a, coeff_c, ref_mean), **loose)
     for got, want in zip(triton_backend.grad_row_sums(grad, x, ref_mean),
                          torch_backend.grad_row_sums(grad, x, ref_mean)):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2)
@@ -133,3 +133,34 @@ def test_synchronized_statistics_on_cuda_with_one_process():
                 torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     finally:
         dist.destroy_process_group()
+
+
+def _cpu_and_cuda_results(device, x):
+    cpu = BatchChannelNorm2d(64, 8)
+    gpu = BatchChannelNorm2d(64, 8).to(device)
+    x_cpu, x_gpu = x.clone().requires_grad_(), x.to(device).requires_grad_()
+    cpu(x_cpu).square().sum().backward()
+    out = gpu(x_gpu)
+    out.square().sum().backward()
+    return (cpu(x_cpu.detach()), x_cpu.grad), (out.detach(), x_gpu.grad)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs 2 GPUs')
+def test_input_on_a_device_other_than_the_current_one():
+    x = torch.randn(2, 64, 20, 24) * 2 + 1
+    torch.cuda.set_device(0)
+    (want_out, want_grad), (out, grad) = _cpu_and_cuda_results('cuda:1', x)
+    torch.cuda.synchronize('cuda:1')
+    assert out.device == torch.device('cuda:1')
+    torch.testing.assert_close(out.cpu(), want_out, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grad.cpu(), want_grad, rtol=1e-4, atol=1e-4)
+
+
+def test_runs_on_the_current_non_default_stream():
+    x = torch.randn(2, 64, 20, 24) * 2 + 1
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        (want_out, want_grad), (out, grad) = _cpu_and_cuda_results('cuda', x)
+    stream.synchronize()
+    torch.testing.assert_close(out.cpu(), want_out, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grad.cpu(), want_grad, rtol=1e-4, atol=1e-4)
