@@ -165,12 +165,11 @@ def affine_over_standardized(x: torch.Tensor, standardized: StandardizedRows,
     tensor. Constant rows, whose z is NaN (0 * inf), are C.
     """
     scale = coeff_a / standardized.rstd
-    shift = coeff_c
     rows = _as_rows(standardized.values)
-    _row_affine(rows, scale, shift, torch.zeros_like(shift), out=rows)
+    _row_affine(rows, scale, coeff_c, torch.zeros_like(coeff_c), out=rows)
     constant = torch.isinf(standardized.rstd).reshape(-1)
     if constant.any():
-        rows[0, constant] = shift.reshape(-1, 1)[constant]
+        rows[0, constant] = coeff_c.reshape(-1, 1)[constant]
     return standardized.values.to(x.dtype)
 
 
@@ -181,7 +180,11 @@ def rows_are_contiguous(x: torch.Tensor) -> bool:
 
 def apply_affine(x: torch.Tensor, coeff_a: torch.Tensor, coeff_c: torch.Tensor,
                  mean: torch.Tensor) -> torch.Tensor:
-    """``(x - mean) * A + C`` per (sample, channel), in x's dtype and layout (A's dtype inside)."""
+    """``(x - mean) * A + C`` per (sample, channel), in x's dtype and layout (A's dtype inside).
+
+    Strided x is centred first; contiguous x goes through :func:`_row_affine`, which folds the
+    centre into the shift (the forward of contiguous x uses :func:`affine_over_standardized`).
+    """
     work = x if x.dtype == coeff_a.dtype else x.to(coeff_a.dtype)
     if rows_are_contiguous(work):
         out = torch.empty_like(work)
@@ -198,7 +201,8 @@ def grad_input(grad: torch.Tensor, x: torch.Tensor, coeff_a: torch.Tensor, slope
 
     Contiguous x: two passes, :func:`_row_affine` then an in-place ``addcmul_``. It folds
     ``-mean * slope`` into the offset, so when |mean| >> std the term ``(x - mean) * slope``
-    keeps the relative precision ``eps_fp32 * |mean| / std``, as the forward ``x * A + B`` does.
+    keeps the relative precision ``eps_fp32 * |mean| / std`` (the forward, written over the
+    standardized rows, does better).
     channels_last x: x is centred first (exact where x is near its mean), in four passes.
     """
     dtype = coeff_a.dtype
