@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.mmbcn-installed
 
 setup: $(STAMP)
 
-$(STAMP): tools/setup_env.sh pyproject.toml
+$(STAMP): tools/setup_env.sh tools/constraints.txt pyproject.toml
 	bash tools/setup_env.sh
 	touch $@
 

@@ -22,7 +22,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip install --disable-pip-version-check)
+# Every install is held to the versions the README's figures came from.
+PIP=("$PY" -m pip install --disable-pip-version-check -c tools/constraints.txt)
 
 step "build tools and torch (CPU wheel)"
 # mmcv's setup.py imports pkg_resources, which setuptools 81 dropped; torch wants >=77.
@@ -35,6 +36,7 @@ if [ -z "$(mmcv_wheel)" ]; then
     # --no-build-isolation: mmcv imports torch at build time; in an isolated build it
     # silently builds without ops.
     MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" -m pip wheel --no-deps \
+        -c tools/constraints.txt \
         --no-build-isolation --no-binary mmcv -w "$WHEELHOUSE" "mmcv==$MMCV_VERSION"
 fi
 

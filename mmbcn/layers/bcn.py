@@ -59,7 +59,8 @@ class BatchChannelNorm2d(_BatchNorm):
 
     Args:
         num_features: C, the number of channels.
-        num_groups: G, the number of channel groups of the channel stage; must divide C.
+        num_groups: G, the number of channel groups of the channel stage; must divide C, unless
+            ``group_rule='at_most'``.
         eps: added to the batch and to the group variance inside the square root.
         momentum: large-batch mode: BatchNorm's momentum for the running statistics (None: a
             cumulative moving average). Micro-batch mode: the update rate r of the estimates.
@@ -72,6 +73,11 @@ class BatchChannelNorm2d(_BatchNorm):
             (default, the spread of the batch around the previous estimate) or
             ``'batch_variance'`` (the biased variance of the batch; not the authors' rule, kept
             for comparison). Ignored in large-batch mode.
+        group_rule: how ``num_groups`` meets the width C: ``'exact'`` (default; G =
+            ``num_groups``, which must divide C) or ``'at_most'`` (G = the largest divisor of C
+            not above ``num_groups``: 32 for 256 channels, 24 for 48, 20 for 40), so that one
+            ``norm_cfg`` serves every width of a model (DeepLabV3+'s 48-channel decoder,
+            RTMDet's 40-channel stem).
 
     Note:
         Compared with the authors' release (``BCNorm`` / ``EstBN`` in
@@ -95,7 +101,9 @@ class BatchChannelNorm2d(_BatchNorm):
                  sync_stats: bool = True,
                  affine: bool = True,
                  process_group=None,
-                 estimate_rule: str = 'authors'):
+                 estimate_rule: str = 'authors',
+                 group_rule: str = 'exact'):
+        num_groups = groups_for(num_features, num_groups, group_rule)
         _check_config(num_features, num_groups, eps, momentum, estimate_rule)
         super().__init__(num_features, eps, momentum, affine, track_running_stats=True)
         self.num_groups = num_groups
@@ -184,6 +192,19 @@ class BatchChannelNorm2d(_BatchNorm):
                 + (f', estimate_rule={self.estimate_rule!r}' if self.estimate else ''))
 
 
+GROUP_RULES = ('exact', 'at_most')
+
+
+def groups_for(num_features: int, num_groups: int, group_rule: str) -> int:
+    """G for C = ``num_features`` channels under ``group_rule`` (see the class doc)."""
+    if group_rule not in GROUP_RULES:
+        raise ValueError(f'BCN: group_rule must be one of {GROUP_RULES}, got {group_rule!r}.')
+    if group_rule == 'exact' or not isinstance(num_features, int) or not isinstance(
+            num_groups, int) or num_features <= 0 or num_groups <= 0:
+        return num_groups  # _check_config names what is wrong
+    return max(g for g in range(1, min(num_groups, num_features) + 1) if num_features % g == 0)
+
+
 def _check_config(num_features, num_groups, eps, momentum, estimate_rule) -> None:
     """Raise a ValueError naming the bad option of a BatchChannelNorm2d config."""
     if not isinstance(num_features, int) or num_features <= 0:
@@ -193,7 +214,8 @@ def _check_config(num_features, num_groups, eps, momentum, estimate_rule) -> Non
     if num_features % num_groups:
         raise ValueError(
             f'BCN: num_features={num_features} is not divisible by num_groups={num_groups}; '
-            f'choose num_groups among the divisors of {num_features} (e.g. 32 for 256 channels).')
+            f'choose num_groups among the divisors of {num_features} (e.g. 32 for 256 channels), '
+            f"or set group_rule='at_most' to use the largest divisor not above num_groups.")
     if not eps > 0:
         raise ValueError(f'BCN: eps must be > 0 (it keeps the square root away from 0), '
                          f'got {eps!r}.')

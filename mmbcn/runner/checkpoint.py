@@ -15,6 +15,9 @@ The fix keeps weights-only loading on, for every load:
 """
 
 import copyreg
+import os.path as osp
+import pickle
+from typing import Optional
 
 import numpy as np
 import torch
@@ -50,3 +53,27 @@ def allow_training_checkpoints() -> None:
     copyreg.pickle(HistoryBuffer, _reduce_history_buffer)
     torch.serialization.add_safe_globals([HistoryBuffer, *_numpy_globals()])
     _installed = True
+
+
+def checkpoint_problem(path: str) -> Optional[str]:
+    """None when ``path`` loads as a checkpoint with ``weights_only=True``, else what is wrong.
+
+    Memory-maps the file (torch's zip format), so a large checkpoint costs little to check; the
+    tools call this before building anything.
+    """
+    if not osp.exists(path):
+        return 'no such file'
+    if not osp.isfile(path):
+        return 'not a file'
+    allow_training_checkpoints()
+    try:
+        torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ''
+        return ('holds objects that weights-only loading refuses '
+                f'({first_line[:200]}); use a checkpoint written by MMEngine, or one you have '
+                f'checked and converted to plain tensors')
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        return (f'is not a readable torch checkpoint ({type(error).__name__}); it may be '
+                f'truncated or not a checkpoint at all: copy or download it again')
+    return None

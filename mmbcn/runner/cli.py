@@ -19,7 +19,7 @@ from mmengine.runner import Runner
 import mmbcn  # noqa: F401  (registers BCN, WSConv2d and the hook)
 
 from ..config_files import config_dir, config_path
-from .checkpoint import allow_training_checkpoints
+from .checkpoint import allow_training_checkpoints, checkpoint_problem
 from .launcher import LAUNCHERS, init_distributed, shutdown_distributed
 
 SCOPES = ('mmdet', 'mmseg')
@@ -152,8 +152,6 @@ def apply_train_options(cfg: Config, args) -> None:
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
-            raise SystemExit(f'--resume {args.resume}: no such checkpoint file.')
         cfg.resume, cfg.load_from = True, args.resume
 
 
@@ -195,8 +193,28 @@ def apply_test_options(cfg: Config, args) -> None:
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
 
+def check_paths(args, checkpoint_option: str) -> None:
+    """Exit with one line naming the file and the fix when the config or a checkpoint is bad.
+
+    Runs before anything is built; ``checkpoint_option`` names the argument holding a
+    checkpoint (``'checkpoint'`` or ``'resume'``; ``--resume`` alone means the latest one).
+    """
+    try:
+        args.config = resolve_config(args.config)
+    except FileNotFoundError as error:
+        raise SystemExit(f'error: {error}') from None
+    path = getattr(args, checkpoint_option)
+    if path is None or path == 'auto':
+        return
+    problem = checkpoint_problem(path)
+    if problem:
+        label = '--resume' if checkpoint_option == 'resume' else 'checkpoint'
+        raise SystemExit(f'error: {label} {path}: {problem}.')
+
+
 def train(argv: Optional[List[str]] = None) -> None:
     args = train_parser().parse_args(argv)
+    check_paths(args, 'resume')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = load_config(args)
     apply_train_options(cfg, args)
@@ -206,6 +224,7 @@ def train(argv: Optional[List[str]] = None) -> None:
 
 def test(argv: Optional[List[str]] = None) -> dict:
     args = test_parser().parse_args(argv)
+    check_paths(args, 'checkpoint')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = load_config(args)
     apply_test_options(cfg, args)

@@ -3,6 +3,7 @@
 import os.path as osp
 
 import pytest
+import torch
 from paths import ROOT
 
 from mmbcn.runner import cli
@@ -25,10 +26,37 @@ def test_amp_without_cuda_is_a_clear_error():
         cli.apply_train_options(cfg, args)
 
 
-def test_resume_from_a_missing_file_is_a_clear_error(tmp_path):
-    args = cli.train_parser().parse_args([BCN_CONFIG, '--resume', str(tmp_path / 'no.pth')])
-    with pytest.raises(SystemExit, match='no such checkpoint file'):
-        cli.apply_train_options(cli.load_config(args), args)
+class Payload:
+    """Something weights-only loading must refuse."""
+
+
+def bad_checkpoints(tmp_path):
+    garbage = tmp_path / 'garbage.pth'
+    garbage.write_bytes(b'not a checkpoint at all' * 100)
+    pickled = tmp_path / 'pickled.pth'
+    torch.save({'state_dict': {}, 'payload': Payload()}, pickled)
+    return [(tmp_path / 'missing.pth', 'no such file'),
+            (garbage, 'not a readable torch checkpoint'),
+            (pickled, 'weights-only loading refuses')]
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_bad_checkpoint_fails_before_anything_is_built(tmp_path, monkeypatch, tool):
+    monkeypatch.chdir(tmp_path)
+    built = []
+    monkeypatch.setattr(cli, 'build_runner', lambda cfg: built.append(cfg))
+    for path, problem in bad_checkpoints(tmp_path):
+        argv = ([BCN_CONFIG, '--resume', str(path)] if tool == 'train'
+                else [BCN_CONFIG, str(path)])
+        label = '--resume' if tool == 'train' else 'checkpoint'
+        with pytest.raises(SystemExit, match=f'error: {label} {path}: .*{problem}'):
+            getattr(cli, tool)(argv)
+    assert not built and not (tmp_path / 'work_dirs').exists()
+
+
+def test_missing_config_is_one_clear_line(tmp_path):
+    with pytest.raises(SystemExit, match='error: No config .*nope.py.*neither a file'):
+        cli.test([str(tmp_path / 'nope.py'), str(tmp_path / 'x.pth')])
 
 
 def test_work_dir_defaults_to_the_config_name_and_resume_auto():
