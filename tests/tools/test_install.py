@@ -59,6 +59,10 @@ def test_wheel_carries_every_config_and_the_tools_find_them(wheel_site):
         assert config_dir() == osp.join(osp.dirname(mmbcn.__file__), '.mim', 'configs')
         cfg = Config.fromfile(resolve_config({DEMO!r}))
         assert cfg.default_scope == 'mmdet' and cfg.model.backbone.depth == 18
+        from mmbcn.config_files import config_path
+        from mmbcn.runner.demo import DEMOS  # what `make demo` / tools/demo.py load
+        for demo in DEMOS:
+            assert Config.fromfile(config_path(demo.config)).model
         print(config_dir())
         """)
     assert result.returncode == 0, result.stderr
