@@ -45,8 +45,6 @@ def maths_kernels_apply(x: torch.Tensor, settings: Settings) -> Optional[str]:
     tile = triton.next_power_of_2(n) * triton.next_power_of_2(c // settings.num_groups)
     if tile > MAX_TILE:
         return f'the (N, C/G) tile of {n} x {c // settings.num_groups} exceeds {MAX_TILE}'
-    if isinstance(settings.update_rate, torch.Tensor):
-        return 'momentum=None (the update rate is a tensor)'
     return None
 
 
@@ -184,6 +182,13 @@ def _launch_shape(x: torch.Tensor, num_groups: int):
     return (num_groups,), dict(BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
 
 
+def _rate_arguments(update_rate, placeholder: torch.Tensor):
+    """``(update_rate, rate_ptr)`` for the forward kernel: a number, or a 0-d device tensor."""
+    if isinstance(update_rate, torch.Tensor):
+        return 0.0, update_rate.reshape(1)
+    return float(update_rate), placeholder
+
+
 def _flags(params: Params):
     return dict(HAS_WEIGHT=params.weight is not None, HAS_BIAS=params.bias is not None,
                 HAS_GROUP_WEIGHT=params.group_weight is not None,
@@ -227,10 +232,12 @@ class TritonBackend:
         kernels._forward_kernel[grid](
             partials.first, partials.second, partials.num_segments, partials.segment_length,
             maths.positions_per_sample(x), partials.first if sums is None else sums,
-            settings.running_mean, settings.running_var, float(settings.update_rate),
+            settings.running_mean, settings.running_var,
+            *_rate_arguments(settings.update_rate, sample_mean),
             *_pointers(params, sample_mean), sample_mean, sample_var, channel_mean, channel_var,
             coeff_a, coeff_c, n, c, c // settings.num_groups, settings.eps, STATS=stats.value,
-            **_flags(params), **launch)
+            RATE_FROM_POINTER=isinstance(settings.update_rate, torch.Tensor), **_flags(params),
+            **launch)
         count = None if sums is None else sums[0]
         saved = Saved(sample_mean, sample_var, channel_mean, channel_var, count)
         return apply_affine(x, coeff_a, coeff_c, sample_mean), coeff_a, saved

@@ -220,11 +220,12 @@ def _batch_sums_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length,
 
 @triton.jit(do_not_specialize=['N', 'positions'])
 def _forward_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length, positions,
-                    sums_ptr, running_mean_ptr, running_var_ptr, update_rate,
+                    sums_ptr, running_mean_ptr, running_var_ptr, update_rate, rate_ptr,
                     weight_ptr, bias_ptr, group_weight_ptr, group_bias_ptr,
                     sample_mean_ptr, sample_var_ptr, channel_mean_ptr, channel_var_ptr,
                     a_ptr, c_ptr, N, C, K, eps,
-                    STATS: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+                    STATS: tl.constexpr, RATE_FROM_POINTER: tl.constexpr,
+                    HAS_WEIGHT: tl.constexpr,
                     HAS_BIAS: tl.constexpr, HAS_GROUP_WEIGHT: tl.constexpr,
                     HAS_GROUP_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_K: tl.constexpr):
@@ -232,7 +233,8 @@ def _forward_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length, po
     :func:`.maths.coefficients`: A, B, and the moments and statistics the backward reads.
 
     ``sums``: the (global) batch's [S0, S1, S2] in training (:func:`_batch_sums_kernel`, then
-    all-reduced when synchronizing).
+    all-reduced when synchronizing). r is ``update_rate``, or ``rate_ptr[0]`` with
+    ``RATE_FROM_POINTER`` (``momentum=None``: a 0-d tensor on the device, read without a sync).
     """
     group = tl.program_id(0)
     row, channel, channel_mask, mask = _tile(group, N, C, K, BLOCK_N, BLOCK_K)
@@ -246,6 +248,8 @@ def _forward_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length, po
     channel_mean = running_mean.to(tl.float64)
     channel_var = running_var.to(tl.float64)
     if STATS != GIVEN:
+        if RATE_FROM_POINTER:
+            update_rate = tl.load(rate_ptr).to(tl.float64)
         count = tl.load(sums_ptr)
         first = tl.load(sums_ptr + 1 + channel, mask=channel_mask, other=0.0)
         second = tl.load(sums_ptr + 1 + C + channel, mask=channel_mask, other=0.0)

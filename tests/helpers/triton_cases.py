@@ -34,6 +34,12 @@ LAYER_CASES = {
     ]
 }
 
+# momentum=None: r is a 0-d tensor the kernel reads from memory, (shape, groups, estimate, r).
+TENSOR_RATE_CASES = {
+    f'tensor-rate-{"micro" if estimate else "large"}': ((2, 6, 9, 7), 3, estimate, 0.25)
+    for estimate in (True, False)
+}
+
 # Precision where |mean| >> std, (shape, groups, mean, std): the whole layer in large-batch
 # training on the Triton backend; float32 itself then holds x to ~6e-5 / std.
 PRECISION_CASES = {

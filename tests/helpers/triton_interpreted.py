@@ -16,7 +16,12 @@ os.environ['TRITON_INTERPRET'] = '1'
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from backends import relative_errors, run_on_backend  # noqa: E402
-from triton_cases import LAYER_CASES, PASS_CASES, PRECISION_CASES  # noqa: E402
+from triton_cases import (  # noqa: E402
+    LAYER_CASES,
+    PASS_CASES,
+    PRECISION_CASES,
+    TENSOR_RATE_CASES,
+)
 
 from mmbcn.ops import torch_backend, triton_backend  # noqa: E402
 
@@ -41,7 +46,7 @@ def pass_errors(shape, dtype):
 
 
 def layer_errors(shape, groups, training, estimate, affine, synchronize, estimate_rule,
-                 mean=10.0, std=3.0):
+                 mean=10.0, std=3.0, rate=0.1):
     """Relative errors of output, dL/dx, running statistics and parameter grads vs float64.
 
     ``{'triton': [...], 'torch_float32': [...]}``: the Triton backend's, and for scale those of
@@ -57,12 +62,13 @@ def layer_errors(shape, groups, training, estimate, affine, synchronize, estimat
               for size in (c, c, groups, groups)]
     running = torch.randn(c, generator=generator), torch.rand(c, generator=generator) + 0.5
     mode = (groups, training, estimate, synchronize, estimate_rule)
-    got = run_on_backend(triton_backend.TRITON, x, upstream, params, running, *mode)
+    got = run_on_backend(triton_backend.TRITON, x, upstream, params, running, *mode, rate=rate)
     want = run_on_backend(
         torch_backend.TorchBackend(), x.double(), upstream.double(),
         [None if p is None else p.double() for p in params], [r.double() for r in running],
-        *mode)
-    float32 = run_on_backend(torch_backend.TorchBackend(), x, upstream, params, running, *mode)
+        *mode, rate=float(rate))
+    float32 = run_on_backend(torch_backend.TorchBackend(), x, upstream, params, running, *mode,
+                             rate=float(rate))
     assert len(got) == len(want) == len(float32) == (8 if affine else 4)
     return dict(triton=relative_errors(got, want), torch_float32=relative_errors(float32, want))
 
@@ -74,6 +80,9 @@ if __name__ == '__main__':
     results.update({case: layer_errors(shape, groups, True, False, True, False, 'authors', mean,
                                        std)
                     for case, (shape, groups, mean, std) in PRECISION_CASES.items()})
+    results.update({case: layer_errors(shape, groups, True, estimate, True, False, 'authors',
+                                       rate=torch.tensor(rate, dtype=torch.float64))
+                    for case, (shape, groups, estimate, rate) in TENSOR_RATE_CASES.items()})
     dist.destroy_process_group()
     with open(sys.argv[1], 'w') as file:
         json.dump(results, file, indent=1)

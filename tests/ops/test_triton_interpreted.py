@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 from paths import HELPERS
-from triton_cases import LAYER_CASES, PASS_CASES, PRECISION_CASES
+from triton_cases import LAYER_CASES, PASS_CASES, PRECISION_CASES, TENSOR_RATE_CASES
 
 pytest.importorskip('triton', reason='needs Triton (installed with the tests extra on Linux)')
 
@@ -35,7 +35,7 @@ def test_pass_kernels_match_pytorch_ops(interpreted, case):
     assert max(interpreted[case]) < tolerance, interpreted[case]
 
 
-@pytest.mark.parametrize('case', LAYER_CASES)
+@pytest.mark.parametrize('case', [*LAYER_CASES, *TENSOR_RATE_CASES])
 def test_layer_on_triton_matches_float64(interpreted, case):
     # Output, dL/dx, running mean and var, parameter gradients: the float32 kernels against
     # float64, within 1e-4 relative, or within 3x the PyTorch backend's own float32 error where
