@@ -7,10 +7,15 @@ Importing this package registers into MMEngine's root registries (so the ``mmdet
 * ``HOOKS``: ``'BCNUpdateRateHook'``.
 """
 
-from .engine import BCNUpdateRateHook
-from .layers import BatchChannelNorm2d, WSConv2d, convert_sync_batchnorm, revert_sync_batchnorm
-from .ops import batch_channel_norm, weight_standardize
-from .version import __version__
+from . import torchvision_compat
+
+torchvision_compat.install()  # before anything imports torchvision (mmpretrain does)
+
+from .engine import BCNUpdateRateHook  # noqa: E402
+from .layers import (  # noqa: E402
+    BatchChannelNorm2d, WSConv2d, convert_sync_batchnorm, revert_sync_batchnorm)
+from .ops import batch_channel_norm, weight_standardize  # noqa: E402
+from .version import __version__  # noqa: E402
 
 __all__ = [
     'BatchChannelNorm2d', 'WSConv2d', 'BCNUpdateRateHook', 'batch_channel_norm',

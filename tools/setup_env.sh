@@ -3,7 +3,8 @@
 #
 # Versions (see README "Install"): torch 2.13.0 CPU, mmengine 0.10.7, mmcv 2.1.0 built
 # from source with its ops (mmdet 3.3.0 / mmseg 1.2.2 need mmcv < 2.2.0 and mmcv.ops),
-# mmdet 3.3.0, mmsegmentation 1.2.2.
+# mmdet 3.3.0, mmsegmentation 1.2.2,
+# mmpretrain 1.2.0 (with torchvision 0.28.0).
 #
 # mmcv has only an sdist on PyPI and takes ~13 minutes to build on 2 cores, so the wheel
 # is built once into $MMBCN_WHEELHOUSE (default ~/.cache/mmbcn/wheels) and reused.
@@ -41,8 +42,10 @@ if [ -z "$(mmcv_wheel)" ]; then
 fi
 
 step "OpenMMLab stack"
+# torchvision and mmpretrain: the ImageNet configs (mmbcn[pretrain]). PyPI's torchvision is a
+# CUDA build whose C++ ops do not load on the CPU torch; mmbcn.torchvision_compat lets it import.
 "${PIP[@]}" "$(mmcv_wheel)" "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
-    ftfy regex
+    ftfy regex "torchvision==0.28.0" "mmpretrain==1.2.0"
 
 step "mmbcn (editable) with test tools"
 "${PIP[@]}" --no-build-isolation -e ".[tests]"
@@ -51,6 +54,8 @@ step "checking that mmcv has its compiled ops"
 "$PY" - <<'PY'
 import mmcv
 from mmcv.ops import nms, RoIAlign  # noqa: F401  (fails when mmcv was built without ops)
-import mmdet, mmseg  # noqa: F401
-print(f'mmcv {mmcv.__version__} with ops, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}')
+import mmbcn  # noqa: F401  (before torchvision: see mmbcn/torchvision_compat.py)
+import mmdet, mmseg, mmpretrain  # noqa: F401
+print(f'mmcv {mmcv.__version__} with ops, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, '
+      f'mmpretrain {mmpretrain.__version__}')
 PY

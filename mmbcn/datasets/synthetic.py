@@ -10,6 +10,10 @@ written twice:
 * VOC: ``voc/JPEGImages/*.jpg``, ``voc/SegmentationClass/*.png`` (palette PNGs, 0 = background)
   and ``voc/ImageSets/Segmentation/{train,val}.txt``, as ``mmseg.datasets.PascalVOCDataset``.
 
+A classification set of one shape per image is written in ImageNet's folder layout,
+``imagenet/{train,val}/<class>/*.JPEG``, as mmpretrain's ``ImageNet`` dataset reads it (the
+demo pretrains a backbone on it, then fine-tunes the detector from that backbone).
+
 Nothing binary is committed: :func:`ensure_demo_data` writes the files on first use and rewrites
 them only when the generation parameters change.
 """
@@ -27,7 +31,7 @@ from PIL import Image, ImageDraw
 CLASSES = ('rectangle', 'ellipse', 'triangle')
 CLASS_HUES = ((220, 60, 50), (60, 200, 70), (60, 90, 230))  # mean RGB colour per class
 PALETTE = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (0, 0, 128)]  # background + classes
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class DemoDataSpec:
     num_val: int = 16
     image_size: int = 96
     max_shapes: int = 3
+    num_train_per_class: int = 40  # classification set (ImageNet layout)
+    num_val_per_class: int = 12
+    class_image_size: int = 64
     version: int = GENERATOR_VERSION
 
 
@@ -75,11 +82,20 @@ def _overlaps(a, b, margin=2.0) -> bool:
                 or b[3] + margin < a[1])
 
 
-def make_scene(rng: np.random.Generator, size: int, max_shapes: int):
-    """One image (H, W, 3) uint8 and its shapes, none overlapping another."""
+def _noisy_background(rng: np.random.Generator, size: int) -> Image.Image:
     background = rng.integers(20, 90, size=3)
     noise = rng.normal(0, 12, size=(size, size, 3))
-    image = Image.fromarray(np.clip(background + noise, 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(background + noise, 0, 255).astype(np.uint8))
+
+
+def _draw(rng: np.random.Generator, draw: ImageDraw.ImageDraw, shape: Shape) -> None:
+    colour = np.clip(np.array(CLASS_HUES[shape.label]) + rng.integers(-30, 31, 3), 0, 255)
+    draw.polygon(shape.polygon, fill=tuple(int(c) for c in colour))
+
+
+def make_scene(rng: np.random.Generator, size: int, max_shapes: int):
+    """One image (H, W, 3) uint8 and its shapes, none overlapping another."""
+    image = _noisy_background(rng, size)
     draw = ImageDraw.Draw(image)
     shapes: List[Shape] = []
     for _ in range(int(rng.integers(1, max_shapes + 1))):
@@ -87,11 +103,16 @@ def make_scene(rng: np.random.Generator, size: int, max_shapes: int):
             shape = _random_shape(rng, size, int(rng.integers(len(CLASSES))))
             if not any(_overlaps(_bbox(shape.polygon), _bbox(s.polygon)) for s in shapes):
                 shapes.append(shape)
-                colour = np.clip(np.array(CLASS_HUES[shape.label]) + rng.integers(-30, 31, 3),
-                                 0, 255)
-                draw.polygon(shape.polygon, fill=tuple(int(c) for c in colour))
+                _draw(rng, draw, shape)
                 break
     return np.asarray(image), shapes
+
+
+def make_object_image(rng: np.random.Generator, size: int, label: int) -> np.ndarray:
+    """One image (H, W, 3) uint8 showing one shape of class ``label``."""
+    image = _noisy_background(rng, size)
+    _draw(rng, ImageDraw.Draw(image), _random_shape(rng, size, label))
+    return np.asarray(image)
 
 
 def _label_map(shapes: List[Shape], size: int) -> Image.Image:
@@ -145,6 +166,19 @@ def write_demo_data(root: str, spec: DemoDataSpec = DemoDataSpec()) -> None:
             f.write('\n'.join(names) + '\n')
 
 
+def write_classification_data(root: str, spec: DemoDataSpec = DemoDataSpec()) -> None:
+    """Write ``root/imagenet/{train,val}/<class>/*.JPEG``: ImageNet's folder layout."""
+    rng = np.random.default_rng(spec.seed + 1)
+    for split, count in (('train', spec.num_train_per_class), ('val', spec.num_val_per_class)):
+        for label, name in enumerate(CLASSES):
+            folder = osp.join(root, 'imagenet', split, name)
+            os.makedirs(folder, exist_ok=True)
+            for index in range(count):
+                pixels = make_object_image(rng, spec.class_image_size, label)
+                Image.fromarray(pixels).save(osp.join(folder, f'{split}_{index:05d}.JPEG'),
+                                             quality=95)
+
+
 def ensure_demo_data(root: str = 'data/mmbcn_demo', spec: DemoDataSpec = DemoDataSpec()) -> str:
     """Generate the demo data under ``root`` unless the same spec was generated there before."""
     marker = osp.join(root, 'spec.json')
@@ -154,6 +188,7 @@ def ensure_demo_data(root: str = 'data/mmbcn_demo', spec: DemoDataSpec = DemoDat
             if json.load(f) == wanted:
                 return root
     write_demo_data(root, spec)
+    write_classification_data(root, spec)
     with open(marker, 'w') as f:
         json.dump(wanted, f)
     return root

@@ -13,7 +13,8 @@ from ..ops import ESTIMATE_RULES, batch_channel_norm
 from ..ops.function import world_size_of
 from ..ops.maths import positions_per_sample
 
-__all__ = ['BatchChannelNorm2d', 'convert_sync_batchnorm', 'revert_sync_batchnorm']
+__all__ = ['BatchChannelNorm2d', 'GroupCountMismatchError', 'convert_sync_batchnorm',
+           'revert_sync_batchnorm']
 
 
 @MODELS.register_module(name=['BCN', 'BatchChannelNorm2d'])
@@ -140,6 +141,14 @@ class BatchChannelNorm2d(_BatchNorm):
         self.weight.fill_(1.0)
         self.group_weight.zero_()
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Refuse weights of another group count, which a non-strict load would only warn about."""
+        saved = state_dict.get(prefix + 'group_weight')
+        if self.affine and saved is not None and saved.shape != self.group_weight.shape:
+            raise GroupCountMismatchError(
+                group_count_mismatch(prefix + 'group_weight', saved.numel(), self.num_groups))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
             raise ValueError(
@@ -193,6 +202,18 @@ class BatchChannelNorm2d(_BatchNorm):
 
 
 GROUP_RULES = ('exact', 'at_most')
+
+
+class GroupCountMismatchError(ValueError):
+    """BCN weights saved with one channel-stage group count, loaded into another."""
+
+
+def group_count_mismatch(key: str, saved_groups: int, num_groups: int) -> str:
+    """What is wrong, and the fix, when ``key`` holds ``saved_groups`` groups, not ``num_groups``."""
+    return (f'{key}: the checkpoint has {saved_groups} channel-stage groups, this BCN layer '
+            f'{num_groups}. BCN weights load only into the same group count: set '
+            f'num_groups={saved_groups} in the BCN norm_cfg, or use a checkpoint trained with '
+            f'num_groups={num_groups}.')
 
 
 def groups_for(num_features: int, num_groups: int, group_rule: str) -> int:

@@ -1,8 +1,10 @@
-"""One train/test command line for mmdet and mmseg configs (``tools/train.py``, ``tools/test.py``).
+"""One train/test command line for mmdet, mmseg and mmpretrain configs (``tools/train.py``,
+``tools/test.py``).
 
 The options are those mmdet users know. Which codebase runs is read from the config's
-``default_scope`` (``'mmdet'`` or ``'mmseg'``); the differences between the two (how results
-are dumped and drawn) are kept in :data:`SCOPE_OPTIONS`, not in two drifting copies of the tools.
+``default_scope`` (``'mmdet'``, ``'mmseg'`` or ``'mmpretrain'``); the differences between them
+(how results are dumped and drawn) are kept in :data:`SCOPE_OPTIONS`, not in drifting copies of
+the tools.
 """
 
 import argparse
@@ -20,10 +22,10 @@ import mmbcn  # noqa: F401  (registers BCN, WSConv2d and the hook)
 
 from ..config_files import config_dir, config_path
 from .checkpoint import allow_training_checkpoints, checkpoint_problem
+from .input_checks import BCN_TYPES, check_class_splits, check_pretrained_group_counts
 from .launcher import LAUNCHERS, init_distributed, shutdown_distributed
 
-SCOPES = ('mmdet', 'mmseg')
-BCN_TYPES = ('BCN', 'BatchChannelNorm2d')
+SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +40,8 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description='Train an mmdet or mmseg model with mmbcn.')
+    parser = argparse.ArgumentParser(
+        description='Train an mmdet, mmseg or mmpretrain model with mmbcn.')
     parser.add_argument('config', help='config file')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from the given checkpoint, or with no value from the '
@@ -51,10 +54,11 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def test_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description='Evaluate an mmdet or mmseg checkpoint.')
+    parser = argparse.ArgumentParser(
+        description='Evaluate an mmdet, mmseg or mmpretrain checkpoint.')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--out', help='dump results: a .pkl file (mmdet) or a folder (mmseg)')
+    parser.add_argument('--out', help='dump results: a .pkl file (mmdet, mmpretrain) or a folder (mmseg)')
     parser.add_argument('--show', action='store_true', help='show results in a window')
     parser.add_argument('--show-dir', help='save drawn results to this folder')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds between --show images')
@@ -67,7 +71,7 @@ def config_scope(cfg: Config) -> str:
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
         raise ValueError(f'The config sets default_scope={scope!r}; mmbcn tools run configs of '
-                         f'{SCOPES}. Inherit from an mmdet:: or mmseg:: config.')
+                         f'{SCOPES}. Inherit from an mmdet::, mmseg:: or mmpretrain:: config.')
     return scope
 
 
@@ -155,14 +159,18 @@ def apply_train_options(cfg: Config, args) -> None:
         cfg.resume, cfg.load_from = True, args.resume
 
 
+def _add_dump_evaluator(cfg: Config, out: str, dump_type: str) -> None:
+    if not out.endswith(('.pkl', '.pickle')):
+        raise SystemExit(f'--out must be a .pkl file for {cfg.default_scope} configs.')
+    dump = dict(type=dump_type, out_file_path=out)
+    evaluators = cfg.test_evaluator
+    cfg.test_evaluator = [*evaluators, dump] if isinstance(evaluators, list) else [
+        evaluators, dump]
+
+
 def _mmdet_test_options(cfg: Config, args) -> None:
     if args.out:
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise SystemExit('--out must be a .pkl file for mmdet configs.')
-        dump = dict(type='DumpDetResults', out_file_path=args.out)
-        evaluators = cfg.test_evaluator
-        cfg.test_evaluator = [*evaluators, dump] if isinstance(evaluators, list) else [
-            evaluators, dump]
+        _add_dump_evaluator(cfg, args.out, 'DumpDetResults')
     if args.show or args.show_dir:
         hook = cfg.default_hooks.visualization
         hook.update(draw=True, show=args.show, wait_time=args.wait_time)
@@ -180,7 +188,16 @@ def _mmseg_test_options(cfg: Config, args) -> None:
             cfg.visualizer.save_dir = args.show_dir
 
 
-SCOPE_OPTIONS = {'mmdet': _mmdet_test_options, 'mmseg': _mmseg_test_options}
+def _mmpretrain_test_options(cfg: Config, args) -> None:
+    if args.out:
+        _add_dump_evaluator(cfg, args.out, 'DumpResults')
+    if args.show or args.show_dir:
+        cfg.default_hooks.visualization.update(enable=True, show=args.show,
+                                               wait_time=args.wait_time, out_dir=args.show_dir)
+
+
+SCOPE_OPTIONS = {'mmdet': _mmdet_test_options, 'mmseg': _mmseg_test_options,
+                 'mmpretrain': _mmpretrain_test_options}
 
 
 def apply_test_options(cfg: Config, args) -> None:
@@ -212,12 +229,19 @@ def check_paths(args, checkpoint_option: str) -> None:
         raise SystemExit(f'error: {label} {path}: {problem}.')
 
 
+def check_inputs(cfg: Config) -> None:
+    """Exit with one line naming the folder or file when a dataset or pretrained file is bad."""
+    check_class_splits(cfg)
+    check_pretrained_group_counts(cfg)
+
+
 def train(argv: Optional[List[str]] = None) -> None:
     args = train_parser().parse_args(argv)
     check_paths(args, 'resume')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = load_config(args)
     apply_train_options(cfg, args)
+    check_inputs(cfg)
     build_runner(cfg).train()
     shutdown_distributed()
 
@@ -228,6 +252,7 @@ def test(argv: Optional[List[str]] = None) -> dict:
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = load_config(args)
     apply_test_options(cfg, args)
+    check_inputs(cfg)
     metrics = build_runner(cfg).test()
     shutdown_distributed()
     return metrics
