@@ -12,8 +12,7 @@ from . import torchvision_compat
 torchvision_compat.install()  # before anything imports torchvision (mmpretrain does)
 
 from .engine import BCNUpdateRateHook  # noqa: E402
-from .layers import (  # noqa: E402
-    BatchChannelNorm2d, WSConv2d, convert_sync_batchnorm, revert_sync_batchnorm)
+from .layers import BatchChannelNorm2d, WSConv2d, convert_sync_batchnorm, revert_sync_batchnorm  # noqa: E402
 from .ops import batch_channel_norm, weight_standardize  # noqa: E402
 from .version import __version__  # noqa: E402
 

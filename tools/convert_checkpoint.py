@@ -3,8 +3,10 @@
     python tools/convert_checkpoint.py SRC.pth DST.pth --arch resnet50
     python tools/convert_checkpoint.py SRC.pth --report --arch resnet50   # BN / GN+WS files
 
-The result loads with no missing or unexpected keys into mmdet's ResNet/ResNeXt (and mmseg's
-ResNet, same names) built with norm_cfg=dict(type='BCN') and conv_cfg=dict(type='WSConv2d').
+The result has the layout of the checkpoints the ImageNet configs write (mmpretrain's classifier:
+keys ``backbone.*``) and loads with no missing or unexpected keys into mmdet's ResNet/ResNeXt (and
+mmseg's, same names) built with norm_cfg=dict(type='BCN') and conv_cfg=dict(type='WSConv2d'),
+through ``init_cfg=dict(type='Pretrained', checkpoint=DST.pth, prefix='backbone.')``.
 """
 
 import argparse

@@ -24,11 +24,12 @@ pretrained = 'checkpoints/resnet101_bcn-ws_imagenet.pth'
 crop_size = (513, 513)
 
 model = dict(
-    pretrained=pretrained,
+    pretrained=None,
     data_preprocessor=dict(size=crop_size),
     backbone=dict(type='ResNet', depth=101, strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2),
                   contract_dilation=True, norm_cfg=norm_cfg, conv_cfg=conv_cfg,
-                  norm_eval=False),
+                  norm_eval=False,
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     decode_head=dict(channels=256, dilations=(1, 6, 12, 18), dropout_ratio=0.0,
                      align_corners=True, norm_cfg=norm_cfg, conv_cfg=conv_cfg,
                      loss_decode=dict(avg_non_ignore=True)),

@@ -13,14 +13,15 @@ custom_imports = dict(imports=['mmbcn'], allow_failed_imports=False)
 norm_cfg = dict(type='BCN', num_groups=32, estimate=False, sync_stats=True, requires_grad=True)
 conv_cfg = dict(type='WSConv2d')
 # ImageNet BCN+WS ResNet-50 from the authors' release, converted to mmseg keys; a local file.
-# Point elsewhere with --cfg-options model.pretrained=/path/to/file.pth
+# Point elsewhere with --cfg-options model.backbone.init_cfg.checkpoint=/path/to/file.pth
 pretrained = 'checkpoints/resnet50_bcn-ws_imagenet.pth'
 
 model = dict(
-    pretrained=pretrained,
+    pretrained=None,
     # mmseg's ResNet with the plain 7x7 stem (not ResNetV1c's deep stem): the authors' ImageNet
     # BCN+WS weights (tools/convert_checkpoint.py) have that stem.
-    backbone=dict(type='ResNet', norm_cfg=norm_cfg, conv_cfg=conv_cfg, norm_eval=False),
+    backbone=dict(type='ResNet', norm_cfg=norm_cfg, conv_cfg=conv_cfg, norm_eval=False,
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     decode_head=dict(norm_cfg=norm_cfg, conv_cfg=conv_cfg),
     auxiliary_head=dict(norm_cfg=norm_cfg, conv_cfg=conv_cfg))
 train_dataloader = dict(batch_size=2)

@@ -51,7 +51,7 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 
 max_iters = 200
-train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+train_cfg = dict(max_iters=max_iters, val_interval=25)  # about one epoch: a metric per epoch
 param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max_iters,
                         by_epoch=False)]
 optim_wrapper = dict(optimizer=dict(lr=0.02))

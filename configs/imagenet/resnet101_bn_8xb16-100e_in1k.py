@@ -1,4 +1,4 @@
-# ResNet-101 with BatchNorm: resnet50_bn_8xb32-90e_in1k.py at depth 101 on the authors' ResNet-101
+# ResNet-101, BatchNorm: resnet50_bn_8xb32-90e_in1k.py at depth 101 on the authors' ResNet-101
 # schedule (their imagenet/README.md): 128 images per step (8 GPUs x 16) at lr 0.1, 100 epochs,
 # lr x0.1 at epochs 30, 60 and 90.
 _base_ = './resnet50_bn_8xb32-90e_in1k.py'

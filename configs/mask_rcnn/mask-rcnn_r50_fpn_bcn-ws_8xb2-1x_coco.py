@@ -20,7 +20,8 @@ pretrained = 'checkpoints/resnet50_bcn-ws_imagenet.pth'
 
 model = dict(
     backbone=dict(norm_cfg=norm_cfg, conv_cfg=conv_cfg, norm_eval=False,
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained,
+                                prefix='backbone.')),
     neck=dict(norm_cfg=norm_cfg, conv_cfg=conv_cfg),
     roi_head=dict(
         bbox_head=dict(type='Shared4Conv1FCBBoxHead', conv_out_channels=256,

@@ -47,6 +47,20 @@ def load_matching(model: torch.nn.Module, state_dict: dict) -> dict:
                 unused=sorted(set(state_dict) - set(expected)), mis_shaped=mis_shaped)
 
 
+BACKBONE_PREFIX = 'backbone.'
+
+
+def read_backbone(path: str) -> dict:
+    """The backbone tensors of a checkpoint in the classifier layout, ``backbone.`` stripped.
+
+    This is what ``init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.')``
+    loads: converted files and the checkpoints of the ImageNet configs alike.
+    """
+    state_dict = read_checkpoint(path)
+    return {key[len(BACKBONE_PREFIX):]: value for key, value in state_dict.items()
+            if key.startswith(BACKBONE_PREFIX)}
+
+
 def convert_file(source: str, destination: str, arch: str) -> dict:
     """Convert an authors' BCN+WS checkpoint file, check it against ``arch``, save it.
 
@@ -55,5 +69,8 @@ def convert_file(source: str, destination: str, arch: str) -> dict:
     converted, dropped = convert_authors_bcn_ws(read_checkpoint(source))
     groups = next(v.numel() for k, v in converted.items() if k.endswith('.group_weight'))
     check_fits(converted, build_bcn_ws_backbone(arch, groups), f'an mmdet {arch} (BCN + WS)')
-    torch.save(dict(state_dict=converted, meta=dict(source=source, arch=arch)), destination)
+    # The layout of mmpretrain's ImageClassifier checkpoints (configs/imagenet): one file format
+    # for the configs' init_cfg=dict(type='Pretrained', ..., prefix='backbone.').
+    prefixed = {BACKBONE_PREFIX + key: value for key, value in converted.items()}
+    torch.save(dict(state_dict=prefixed, meta=dict(source=source, arch=arch)), destination)
     return dict(tensors=len(converted), dropped=dropped, num_groups=groups)

@@ -209,7 +209,7 @@ class GroupCountMismatchError(ValueError):
 
 
 def group_count_mismatch(key: str, saved_groups: int, num_groups: int) -> str:
-    """What is wrong, and the fix, when ``key`` holds ``saved_groups`` groups, not ``num_groups``."""
+    """What is wrong, and the fix, when ``key`` holds ``saved_groups`` groups, not the layer's."""
     return (f'{key}: the checkpoint has {saved_groups} channel-stage groups, this BCN layer '
             f'{num_groups}. BCN weights load only into the same group count: set '
             f'num_groups={saved_groups} in the BCN norm_cfg, or use a checkpoint trained with '

@@ -58,7 +58,8 @@ def test_parser() -> argparse.ArgumentParser:
         description='Evaluate an mmdet, mmseg or mmpretrain checkpoint.')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--out', help='dump results: a .pkl file (mmdet, mmpretrain) or a folder (mmseg)')
+    parser.add_argument('--out', help='dump results: a .pkl file (mmdet, mmpretrain) or a '
+                        'folder (mmseg)')
     parser.add_argument('--show', action='store_true', help='show results in a window')
     parser.add_argument('--show-dir', help='save drawn results to this folder')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds between --show images')

@@ -9,6 +9,7 @@ from mmbcn.convert import (
     CheckpointLayoutError,
     build_bcn_ws_backbone,
     convert_file,
+    read_backbone,
     read_checkpoint,
 )
 
@@ -101,7 +102,7 @@ def test_converted_checkpoint_gives_the_same_features(authors_checkpoint, tmp_pa
     summary = convert_file(str(path), str(tmp_path / 'converted.pth'), 'resnet50')
     assert summary['dropped'] == ['fc.weight', 'fc.bias'] and summary['num_groups'] == GROUPS
     backbone = build_bcn_ws_backbone('resnet50')
-    result = backbone.load_state_dict(read_checkpoint(str(tmp_path / 'converted.pth')),
+    result = backbone.load_state_dict(read_backbone(str(tmp_path / 'converted.pth')),
                                       strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     backbone.eval()  # mmdet ResNet.train() returns None: no chaining
@@ -165,7 +166,7 @@ def test_converted_checkpoint_loads_into_the_backbones_of_our_configs(authors_ch
     _, path = authors_checkpoint
     convert_file(str(path), str(tmp_path / 'converted.pth'), 'resnet50')
     backbone = build_model(Config.fromfile(f'{ROOT}/{config}')).backbone
-    result = backbone.load_state_dict(read_checkpoint(str(tmp_path / 'converted.pth')))
+    result = backbone.load_state_dict(read_backbone(str(tmp_path / 'converted.pth')))
     assert not result.missing_keys and not result.unexpected_keys
 
 

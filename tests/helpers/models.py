@@ -1,12 +1,11 @@
-"""Building the model of an mmdet or mmseg config in its own scope."""
+"""Building the model of an mmdet, mmseg or mmpretrain config in its own scope."""
+
+import importlib
 
 from mmengine.registry import init_default_scope
 
 
 def build_model(cfg):
     init_default_scope(cfg.default_scope)
-    if cfg.default_scope == 'mmdet':
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    return MODELS.build(cfg.model)
+    registry = importlib.import_module(f'{cfg.default_scope}.registry')
+    return registry.MODELS.build(cfg.model)

@@ -26,7 +26,9 @@ def test_there_are_configs_for_every_model_and_norm():
     for pattern, number in (
             (r'mask-rcnn_r(50|101)_fpn_(bcn-ws|gn-ws|bn)_8xb2-(1x|2x)_coco\.py', 12),
             (r'deeplabv3_r(50|101)-d8_(bcn-ws|gn-ws|syncbn)_8xb[12]-\d+k_voc12aug', 12),
-            (PAPER_RECIPE, 3)):
+            (PAPER_RECIPE, 3),
+            (r'resnet(50_(bcn-ws|gn-ws|bn)_8xb32-90e|101_(bcn-ws|gn-ws|bn)_8xb16-100e)_in1k\.py',
+             6)):
         assert len([n for n in names if re.match(pattern, n)]) == number, pattern
 
 
@@ -43,26 +45,28 @@ def test_config_builds_what_its_name_says(path):
     gn, bn = count(model, nn.GroupNorm), count(model, nn.modules.batchnorm._BatchNorm) - bcn
     if '_bcn-ws_' in name:
         assert bcn > 0 and ws > 0 and gn == 0 and bn == 0
-        parts = (('backbone', 'neck', 'roi_head.bbox_head', 'roi_head.mask_head')
-                 if cfg.default_scope == 'mmdet' else
-                 ('backbone', 'decode_head', 'decode_head.image_pool')
-                 + (('auxiliary_head',) if cfg.model.auxiliary_head else ()))
+        parts = {'mmdet': ('backbone', 'neck', 'roi_head.bbox_head', 'roi_head.mask_head'),
+                 'mmseg': ('backbone', 'decode_head', 'decode_head.image_pool')
+                 + (('auxiliary_head',) if cfg.model.get('auxiliary_head') else ()),
+                 'mmpretrain': ('backbone',)}[cfg.default_scope]
         for part in parts:
             assert count(model, BatchChannelNorm2d, part) > 0, part
             assert count(model, WSConv2d, part) > 0, part
         assert not cfg.model.backbone.get('norm_eval', False)
         estimate = {m.estimate for m in model.modules() if isinstance(m, BatchChannelNorm2d)}
-        # Micro-batch mode where the global batch is small (detection, the demos), large-batch
-        # synchronized for the 8-16 images of the segmentation configs; the hook only for the
-        # micro-batch mode it drives.
-        assert estimate == {cfg.default_scope == 'mmdet' or '-demo-' in name}
+        # Micro-batch mode where the global batch is small (detection, the detection and
+        # segmentation demos), large-batch synchronized for the 8-16 images of the segmentation
+        # configs and the 128-256 of ImageNet; the hook only for the micro-batch mode it drives.
+        micro_batch = cfg.default_scope == 'mmdet' or (
+            '-demo-' in name and cfg.default_scope == 'mmseg')
+        assert estimate == {micro_batch}
         hooks = [h.type for h in cfg.get('custom_hooks', [])]
         assert ('BCNUpdateRateHook' in hooks) == estimate.pop()
     elif '_gn-ws_' in name:
         assert gn > 0 and ws > 0 and bcn == 0 and bn == 0
     else:
         assert bn > 0 and bcn == 0 and ws == 0
-    depth = int(re.search(r'_r(\d+)', name).group(1))
+    depth = int(re.search(r'(?:^|_)r(?:esnet)?(\d+)', name).group(1))
     assert cfg.model.backbone.depth == depth
 
 
