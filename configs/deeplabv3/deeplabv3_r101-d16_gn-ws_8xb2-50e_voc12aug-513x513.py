@@ -5,6 +5,8 @@ _base_ = './deeplabv3_r101-d16_bcn-ws_8xb2-50e_voc12aug-513x513.py'
 
 norm_cfg = dict(_delete_=True, type='GN', num_groups=32, requires_grad=True)
 model = dict(
-    pretrained='checkpoints/resnet101_gn-ws_imagenet.pth',
-    backbone=dict(norm_cfg=norm_cfg),
+    # A plain backbone state dict (no 'backbone.' prefix), as these weights are published.
+    backbone=dict(norm_cfg=norm_cfg,
+                  init_cfg=dict(_delete_=True, type='Pretrained',
+                                checkpoint='checkpoints/resnet101_gn-ws_imagenet.pth')),
     decode_head=dict(norm_cfg=norm_cfg))
