@@ -236,24 +236,24 @@ def check_inputs(cfg: Config) -> None:
     check_pretrained_group_counts(cfg)
 
 
-def train(argv: Optional[List[str]] = None) -> None:
-    args = train_parser().parse_args(argv)
-    check_paths(args, 'resume')
+def checked_config(args, checkpoint_option: str, apply_options) -> Config:
+    """The config of a tool's arguments, every input checked before anything is built."""
+    check_paths(args, checkpoint_option)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = load_config(args)
-    apply_train_options(cfg, args)
+    apply_options(cfg, args)
     check_inputs(cfg)
+    return cfg
+
+
+def train(argv: Optional[List[str]] = None) -> None:
+    cfg = checked_config(train_parser().parse_args(argv), 'resume', apply_train_options)
     build_runner(cfg).train()
     shutdown_distributed()
 
 
 def test(argv: Optional[List[str]] = None) -> dict:
-    args = test_parser().parse_args(argv)
-    check_paths(args, 'checkpoint')
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    cfg = load_config(args)
-    apply_test_options(cfg, args)
-    check_inputs(cfg)
+    cfg = checked_config(test_parser().parse_args(argv), 'checkpoint', apply_test_options)
     metrics = build_runner(cfg).test()
     shutdown_distributed()
     return metrics
