@@ -19,14 +19,18 @@ class BCNUpdateRateHook(Hook):
 
     and in both ``r_t = clip(max(r_t, 1 / max(t, 1)), min_rate, 1)`` when ``warm_start`` is True.
 
-    Why ``'lr'`` is the default: the paper ties r to training progress, since the estimates must
-    track statistics that drift as fast as the weights move, and the weights move in proportion to
-    the learning rate; late in a decaying schedule the estimates then average over many more
-    micro-batches. ``rate=0.1`` equals BatchNorm's default momentum at the base learning rate.
+    The policies and their defaults are mmbcn's choices: the authors' release has the rate as
+    ``EstBN``'s ``estbn_moving_speed`` buffer (initialized to 0, set by nothing in the release)
+    and no micro-batch training script, so the r used for the paper's micro-batch experiments
+    is not public. mmbcn's reasoning for ``'lr'``: the estimates must track statistics that
+    drift as the weights move, and the weights move in proportion to the learning rate, so late
+    in a decaying schedule the estimates can average over many more micro-batches. ``rate=0.1``
+    equals BatchNorm's default momentum at the base learning rate. A study on the demo task
+    measures the policies (README, "The update rate r, measured").
     The warm start (r = 1 at iterations 0 and 1, then ``1 / t``) makes the estimates the plain
     average of the batches seen since iteration 1, as BatchNorm's cumulative average does, so
     they forget their initial values within the first iterations, also while a learning-rate
-    warmup keeps ``lr_t`` tiny. What the first estimates are, with the authors' rule
+    warmup keeps ``lr_t`` tiny. What the first estimates are, with the authors' ``EstBN`` rule
     (``v = mean (x - mu_old)^2``, see :mod:`mmbcn.ops.maths`):
 
     * iteration 0 (r = 1): ``mu`` = the batch mean; ``var`` = the batch's spread around the
