@@ -47,7 +47,8 @@ class BatchChannelNorm2d(_BatchNorm):
     Zero-init of a residual branch (mmdet's and mmseg's ``zero_init_residual=True``, a
     ``Constant(val=0)`` init of the block's last norm) sets a norm layer's ``weight`` and
     ``bias`` to 0. On BCN that would zero the batch stage, leaving the channel stage to divide a
-    constant by sqrt(eps). The authors zero the channel stage's weight instead, so
+    constant by sqrt(eps). The authors' ImageNet ResNets (``imagenet/models/imagenet/resnet.py``
+    of their release) zero the channel stage's weight instead, so
     :meth:`init_weights` (which MMEngine calls after the parent's init) turns a batch stage with
     all-zero weight and bias into the authors' zero-init: ``weight = 1``, ``group_weight = 0``.
 
@@ -81,9 +82,12 @@ class BatchChannelNorm2d(_BatchNorm):
             RTMDet's 40-channel stem).
 
     Note:
-        Compared with the authors' release (``BCNorm`` / ``EstBN`` in
+        Compared with the authors' release (``BCNorm`` / ``EstBN`` in the README of
         github.com/joe-siyuan-qiao/Batch-Channel-Normalization; the DeepLabV3 code's ``PBCNorm``
-        for large-batch mode), the defaults compute the same function and the same estimates.
+        for large-batch mode), the defaults compute the same function, and the same estimates at
+        the same r. The release keeps r in ``EstBN``'s ``estbn_moving_speed`` buffer, initialized
+        to 0 and set by nothing in it (it has no micro-batch training script); ``momentum=0.1``
+        and :class:`mmbcn.engine.BCNUpdateRateHook` are mmbcn's choices of r.
         Departures: ``estimate_rule='batch_variance'`` is an option of ours; their ``EstBN``
         fixes the batch stage's eps at 1e-5 (here ``eps``, default 1e-5, for both stages);
         statistics can be all-reduced over processes in micro-batch mode too (their ``EstBN``
