@@ -24,14 +24,16 @@ class WSConv2d(nn.Conv2d):
     Args:
         *args, **kwargs: as ``nn.Conv2d``.
         eps: added to the filter variance (or standard deviation).
-        eps_on: ``'variance'`` (default): ``sqrt(var + eps)``, as the authors' ImageNet code that
-            trained the released BCN+WS weights; ``'std'``: ``std + eps``, as the authors'
-            DeepLabV3 code, the WS repository's Mask R-CNN and mmcv's ``ConvWS``.
+        eps_on: ``'variance'`` (default): ``sqrt(var + eps)``, as the ImageNet code of the
+            authors' BCN release (``imagenet/models/layers.py``); ``'std'``: ``std + eps``, as
+            its DeepLabV3 code (``DeepLabV3/deeplab.py``), the WS repository's README and mmcv's
+            ``ConvWS``.
 
     Note:
-        Both forms are the authors', from different releases; the configs that follow a recipe
-        use that recipe's form. mmcv's ``fuse_conv_bn`` must not be applied to this layer (it
-        scales the raw filters, which standardization undoes); use ``mmbcn`` deploy conversion.
+        Both forms are the authors': the ImageNet and the DeepLabV3 code of the same release
+        differ; the configs that follow a recipe use that recipe's form. mmcv's ``fuse_conv_bn``
+        must not be applied to this layer (it scales the raw filters, which standardization
+        undoes); use ``mmbcn`` deploy conversion.
     """
 
     def __init__(self, *args, eps: float = 1e-5, eps_on: str = 'variance', **kwargs):

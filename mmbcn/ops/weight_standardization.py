@@ -14,10 +14,12 @@ def weight_standardize(weight: torch.Tensor, eps: float = 1e-5,
     Mean and unbiased variance (``torch.std``'s) are taken over all dimensions but the first,
     (in_channels/groups, *kernel). Where eps goes, ``eps_on``:
 
-    * ``'variance'``: ``(w - mean) / sqrt(var + eps)``, as the authors' ImageNet code that
-      trained the released BCN+WS weights; a constant filter maps to zeros;
-    * ``'std'``: ``(w - mean) / (sqrt(var) + eps)``, as the authors' DeepLabV3 code, the WS
-      repository with its Mask R-CNN fork, and mmcv's ``ConvWS2d``.
+    * ``'variance'``: ``(w - mean) / sqrt(var + eps)``, as the ImageNet code of the authors'
+      BCN release (``imagenet/models/layers.py``; its README links the BCN+WS weights); a
+      constant filter maps to zeros;
+    * ``'std'``: ``(w - mean) / (sqrt(var) + eps)``, as the release's DeepLabV3 code
+      (``DeepLabV3/deeplab.py``), the layer in the README of the authors' WS repository
+      (joe-siyuan-qiao/WeightStandardization), and mmcv's ``ConvWS2d``.
 
     They differ by 0.3-0.8% for Kaiming-initialized filters and a lot for filters with std near
     sqrt(eps). Computed in float32 for low-precision weights, returned in the weight's dtype and
