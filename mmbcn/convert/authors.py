@@ -1,17 +1,20 @@
 """Converting the authors' ImageNet BCN+WS checkpoints to mmdet/mmseg ResNet keys.
 
-The authors' release (github.com/joe-siyuan-qiao/Batch-Channel-Normalization, ImageNet ResNet-50,
-ResNet-101, ResNeXt-50) stores, in a file holding a plain state dict or ``{'state_dict': ...}``
-with keys prefixed ``module.`` (DataParallel):
+The authors' release (github.com/joe-siyuan-qiao/Batch-Channel-Normalization: ImageNet ResNet-50,
+ResNet-101, ResNeXt-50 weights linked from ``imagenet/README.md``) stores, as its code writes and
+reads them (``imagenet/imagenet.py`` saves ``{'state_dict': ...}`` of a DataParallel model,
+``DeepLabV3/deeplab.py`` reads ``rn101-bcn-ws.pth.tar`` as a plain state dict), keys prefixed
+``module.``:
 
 * torchvision-style names: ``conv1``, ``bn1``, ``layer1.0.conv2``, ``layer1.0.downsample.0/1``,
   ``fc``;
 * for each norm layer ``<name>``: its batch stage as
   ``<name>.<stage>.{weight,bias,running_mean,running_var,num_batches_tracked}`` and its
   per-group affine as ``<name>.weight`` / ``<name>.bias`` of shape (1, G, 1). ``<stage>`` is
-  ``pbn`` in the released ImageNet files, ``bn`` in the ``BCNorm`` of the authors' README (whose
-  ``EstBN`` also stores the update rate as ``bn.estbn_moving_speed``: dropped, since r is set
-  by the layer's ``momentum`` or :class:`mmbcn.engine.BCNUpdateRateHook`);
+  ``pbn`` in the release's code (``imagenet/models/layers.py``, ``DeepLabV3/deeplab.py``), ``bn``
+  in the ``BCNorm`` of its README (whose ``EstBN`` also stores the update rate as
+  ``bn.estbn_moving_speed``, 0 at init and set by nothing in the release: dropped, since in
+  mmbcn r is set by the layer's ``momentum`` or :class:`mmbcn.engine.BCNUpdateRateHook`);
 * WS convs with plain ``weight`` keys (standardization happens in forward).
 
 mmdet's ``ResNet`` / ``ResNeXt`` (and mmseg's ``ResNet``, which has the same 7x7 stem) use the
@@ -24,7 +27,7 @@ from typing import Dict, Tuple
 import torch
 
 Tensor = torch.Tensor
-# The batch stage's module name in the two layouts: the released files, the README's BCNorm.
+# The batch stage's module name in the two layouts: the release's code, its README's BCNorm.
 BATCH_STAGES = ('.pbn.', '.bn.')
 DROPPED_PREFIXES = ('fc.',)
 DROPPED_BUFFERS = ('estbn_moving_speed',)
