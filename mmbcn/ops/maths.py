@@ -27,8 +27,8 @@ all positions of sample n (group norm). Everything follows from the per-(sample,
    * micro-batch mode (``estimate=True``): the estimates move first,
      ``mu = (1 - r) mu_old + r mu_b`` and ``var = (1 - r) var_old + r v``, then are used, with
      no gradient through them. v is chosen by the estimate rule (:func:`estimate_target_variance`):
-     ``'authors'`` (default), the authors' ``EstBN``: ``v = mean (x - mu_old)^2 =
-     var_b + (mu_b - mu_old)^2``, the batch's spread around the *previous* estimate, which
+     ``'authors'`` (default), the ``EstBN`` of the authors' README: ``v = mean (x - mu_old)^2
+     = var_b + (mu_b - mu_old)^2``, the batch's spread around the *previous* estimate, which
      counts how far micro-batch means wander, so var estimates the population variance even
      with one value per channel; ``'batch_variance'``: ``v = var_b``, not the authors' rule (it
      under-estimates the population variance, 0.8x at one image per GPU in a float64
