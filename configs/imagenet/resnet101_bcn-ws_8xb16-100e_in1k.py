@@ -1,6 +1,6 @@
 # ResNet-101, BCN + WS: resnet50_bcn-ws_8xb32-90e_in1k.py at depth 101 on the authors' ResNet-101
-# schedule (their imagenet/README.md): 128 images per step (8 GPUs x 16) at lr 0.1, 100 epochs,
-# lr x0.1 at epochs 30, 60 and 90.
+# schedule (their imagenet/README.md): 128 images per step (8 GPUs x 16; theirs 4 GPUs x 32) at
+# lr 0.1, 100 epochs, lr x0.1 at epochs 30, 60 and 90.
 _base_ = './resnet50_bcn-ws_8xb32-90e_in1k.py'
 
 model = dict(backbone=dict(depth=101))
