@@ -1,16 +1,19 @@
 # DeepLabV3 R101 on PASCAL VOC 2012 + SBD aug with BCN + WS, following the recipe of the authors'
-# released DeepLabV3 code that gave 78.10 mIoU (github.com/joe-siyuan-qiao/Batch-Channel-
-# Normalization, DeepLabV3/, built on chenxi116/DeepLabv3.pytorch):
+# released DeepLabV3 code that gave 78.10 mIoU (the table of DeepLabV3/README.md in
+# github.com/joe-siyuan-qiao/Batch-Channel-Normalization; DeepLabV3/main.py and deeplab.py, built
+# on chenxi116/DeepLabv3.pytorch):
 # * BCN in large-batch mode over the synchronized global batch of 16 (their batch stage is a
 #   SyncBatchNorm, momentum 0.1) and WS as their Conv2d, (w - mean) / (std + 1e-5), in the
 #   backbone and the ASPP head; their ImageNet BCN+WS ResNet-101 (rn101-bcn-ws.pth.tar);
 # * ResNet-101 with the plain 7x7 stem, output stride 16 (layer4 dilated by 2, its first block
 #   by 1), multi-grid (1, 1, 1); ASPP rates 6/12/18 plus image pooling, 256 channels, no
 #   auxiliary head, no dropout, bilinear upsampling with aligned corners;
-# * 513x513 crops of images rescaled by [0.5, 2], horizontal flips; SGD lr 0.007, momentum 0.9,
-#   weight decay 1e-4, poly (power 0.9) to 0; 50 epochs of train_aug at 8 GPUs x 2 images;
-#   evaluated single-scale on whole images at their original size; cross-entropy averaged over
-#   the labelled pixels.
+# * 513x513 crops of images rescaled by [0.5, 2], horizontal flips (pascal.py and utils.py of
+#   DeepLabv3.pytorch, which their main.py imports); SGD lr 0.007, momentum 0.9, weight decay
+#   1e-4, poly (power 0.9) to 0; 50 epochs of train_aug at 16 images per step (here 8 GPUs x 2;
+#   theirs splits 16 over the machine's GPUs); evaluated single-scale on whole, unresized images
+#   (theirs pads each to 513x513, the padding ignored; here no padding at test); cross-entropy
+#   averaged over the labelled pixels.
 # Where mmseg makes it differ: the conv after the ASPP concatenation is mmseg's 3x3 (theirs 1x1).
 # The GN+WS and SyncBN rows of the same table: the two configs beside this one.
 _base_ = 'mmseg::deeplabv3/deeplabv3_r101-d8_4xb4-20k_voc12aug-512x512.py'

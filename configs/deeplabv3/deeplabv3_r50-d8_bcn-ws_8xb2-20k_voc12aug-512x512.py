@@ -1,12 +1,13 @@
 # DeepLabV3 R50-D8 on PASCAL VOC 2012 + SBD aug, 512x512 crops, with BCN + WS in the backbone and
 # both heads (ASPP image pooling included), 8 GPUs x 2 images (16 per step, as mmseg's 4x4), 20k
-# iterations, lr 0.01: mmseg's recipe, not the paper's (that one is
+# iterations, lr 0.01: mmseg's recipe, not the authors' DeepLabV3 one (that one is
 # deeplabv3_r101-d16_bcn-ws_8xb2-50e_voc12aug-513x513.py).
 #
 # BCN mode: large-batch (estimate=False), synchronized (sync_stats): the batch stage uses the
 # statistics of the global batch of 16 images, with gradients through them, as the authors'
-# DeepLabV3 did (SyncBatchNorm stage over 16 images). A global batch of 8-16 images gives BN
-# statistics that are good enough; micro-batch mode is for smaller global batches (the demo).
+# DeepLabV3 did (PBCNorm in their DeepLabV3/deeplab.py: a SyncBatchNorm stage over 16 images).
+# A global batch of 8-16 images gives BN statistics that are good enough; micro-batch mode is for
+# smaller global batches (the demo).
 _base_ = 'mmseg::deeplabv3/deeplabv3_r50-d8_4xb4-20k_voc12aug-512x512.py'
 custom_imports = dict(imports=['mmbcn'], allow_failed_imports=False)
 

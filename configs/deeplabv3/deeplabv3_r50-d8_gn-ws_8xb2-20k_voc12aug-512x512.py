@@ -1,6 +1,6 @@
 # Baseline: DeepLabV3 R50-D8 with GN(32) + WS in the same places as the BCN+WS config,
-# 8 GPUs x 2 images, 20k iterations. WS as the WS release that trained the ImageNet GN+WS
-# weights: std + eps (not sqrt(var + eps)).
+# 8 GPUs x 2 images, 20k iterations. WS as the layer in the README of the authors' WS
+# repository: std + eps (not sqrt(var + eps)).
 _base_ = 'mmseg::deeplabv3/deeplabv3_r50-d8_4xb4-20k_voc12aug-512x512.py'
 custom_imports = dict(imports=['mmbcn'], allow_failed_imports=False)
 

@@ -1,7 +1,7 @@
-# Demo: DeepLabV3 R18-D8 with BCN (micro-batch mode, the authors' rule: a global batch of 2-4 small
-# images is too small for batch statistics) + WS in backbone and heads (ASPP image
-# pooling included), trained from scratch on the generated shapes dataset in VOC layout
-# (mmbcn.datasets.synthetic, 96x96 images, background + 3 classes) on CPU in minutes.
+# Demo: DeepLabV3 R18-D8 with BCN (micro-batch mode, with the estimate rule of the authors' EstBN:
+# a global batch of 2-4 small images is too small for batch statistics) + WS in backbone and
+# heads (ASPP image pooling included), trained from scratch on the generated shapes dataset in
+# VOC layout (mmbcn.datasets.synthetic, 96x96 images, background + 3 classes) on CPU in minutes.
 _base_ = 'mmseg::deeplabv3/deeplabv3_r50-d8_4xb4-20k_voc12aug-512x512.py'
 custom_imports = dict(imports=['mmbcn'], allow_failed_imports=False)
 

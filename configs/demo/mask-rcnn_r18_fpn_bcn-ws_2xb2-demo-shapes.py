@@ -1,4 +1,4 @@
-# Demo: Mask R-CNN R18-FPN with BCN (micro-batch mode, the authors' rule) + WS everywhere,
+# Demo: Mask R-CNN R18-FPN with BCN (micro-batch mode, the authors' EstBN rule) + WS everywhere,
 # trained from scratch on the generated shapes dataset (mmbcn.datasets.synthetic, 96x96 images,
 # 3 classes) on CPU in minutes.
 # 2 images per process. `make demo` runs it with 1 process; tools/dist_train.sh with 2.

@@ -1,13 +1,14 @@
 # Mask R-CNN R50-FPN with BCN + WS in the backbone, the FPN, the 4-conv box head and the mask head
 # (where mmdet's GN+WS configs put GN + ConvWS), 8 GPUs x 2 images, 1x schedule, lr 0.02.
 #
-# BCN runs in micro-batch mode (estimate=True, the paper's setting for 1-2 images per GPU; no
-# public authors' detection code): the batch stage normalizes with estimates moved by the
-# authors' rule towards the statistics of the global batch (all 16 images: sync_stats
-# all-reduces them) at the update rate r set by BCNUpdateRateHook (r = 0.1 x lr / base lr, see
-# mmbcn/engine/hooks.py). For large-batch mode (gradients through the batch statistics, as
-# SyncBN) set estimate=False. WS is sqrt(var + eps), as the authors' ImageNet code that trained
-# the BCN+WS weights.
+# BCN runs in micro-batch mode (estimate=True: estimated statistics, which arXiv:1903.10520's
+# abstract puts forward for 1-2 images per GPU; the BCN release has no detection code): the
+# batch stage normalizes with estimates moved by the rule of the authors' EstBN (their README)
+# towards the statistics of the global batch (all 16 images: sync_stats all-reduces them) at the
+# update rate r set by BCNUpdateRateHook (r = 0.1 x lr / base lr: mmbcn's choice, the release
+# sets no r; see mmbcn/engine/hooks.py). For large-batch mode (gradients through the batch
+# statistics, as SyncBN) set estimate=False. WS is sqrt(var + eps), as the ImageNet code
+# released with the BCN+WS weights (imagenet/models/layers.py).
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmbcn'], allow_failed_imports=False)
 

@@ -1,7 +1,7 @@
 # Baseline: Mask R-CNN R50-FPN with GN(32) + WS in the same places as the BCN+WS config
 # (mmdet's gn+ws/mask-rcnn_r50_fpn_gn-ws-all config, with mmbcn's WSConv2d), 8 GPUs x 2 images.
-# WS as mmdet's recipe and the WS release that trained its ImageNet weights: std + eps
-# (mmcv's ConvWS), not sqrt(var + eps).
+# WS as mmdet's recipe (mmcv's ConvWS) and the layer in the authors' WS README: std + eps, not
+# sqrt(var + eps).
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmbcn'], allow_failed_imports=False)
 
