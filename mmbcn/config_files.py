@@ -1,7 +1,10 @@
 """The configs shipped with mmbcn, found the same way in a wheel and in a checkout.
 
-A wheel (``pip install .``) carries them in ``mmbcn/.mim/configs``, where mmdet and mmseg keep
-theirs; an editable install (``pip install -e .``) reads the checkout's ``configs/``.
+They live in ``mmbcn/.mim/configs``, where mmdet and mmseg keep theirs and where openmim
+(``mim train mmbcn CONFIG``) looks: a wheel (``pip install .``) carries a copy of them there; in
+a checkout (so in an editable install, ``pip install -e .``) it is a link to the checkout's
+``configs/``, and the checkout's ``configs/`` is used directly where links did not survive
+(a checkout without symbolic links).
 
 MMEngine's ``pkg::path`` prefix only knows a fixed list of OpenMMLab packages, so another
 project inherits mmbcn's configs by a relative ``_base_`` through a link to them::
@@ -17,15 +20,19 @@ import argparse
 import os
 import os.path as osp
 
-PACKAGED = osp.join(osp.dirname(osp.abspath(__file__)), '.mim', 'configs')
-CHECKOUT = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs')
+PACKAGE = osp.dirname(osp.abspath(__file__))
+PACKAGED = osp.join(PACKAGE, '.mim', 'configs')
+CHECKOUT = osp.join(osp.dirname(PACKAGE), 'configs')
 
 
 def config_dir() -> str:
-    """The folder holding mmbcn's configs (``mask_rcnn/``, ``deeplabv3/``, ``demo/``)."""
+    """The folder holding mmbcn's configs (``mask_rcnn/``, ``deeplabv3/``, ``demo/``).
+
+    In a checkout, the folder the ``.mim/configs`` link points to: the checkout's ``configs/``.
+    """
     for folder in (PACKAGED, CHECKOUT):
         if osp.isdir(folder):
-            return folder
+            return osp.realpath(folder) if osp.islink(folder) else folder
     raise FileNotFoundError(
         f'mmbcn has no configs next to it (looked in {PACKAGED} and {CHECKOUT}); reinstall it '
         f'with `pip install .` from a checkout, which packs them into the wheel.')
