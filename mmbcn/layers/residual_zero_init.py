@@ -4,7 +4,8 @@ The authors' ImageNet ResNets zero the weight of each block's last norm
 (``imagenet/models/imagenet/resnet.py`` and ``resnext.py`` of their BCN release; their DeepLabV3
 code has no zero-init). For a BCN layer that is the channel stage's weight (``group_weight = 0``;
 the batch stage keeps weight 1): zeroing the batch stage instead would make the channel stage
-normalize a constant, whose gradient is about 1/sqrt(eps) times too large. For BatchNorm or GroupNorm it is the usual ``weight = 0``.
+normalize a constant, whose gradient is about 1/sqrt(eps) times too large. For BatchNorm or
+GroupNorm it is the usual ``weight = 0``.
 
 mmpretrain's ``ResNet(zero_init_residual=True)`` zeroes weight and bias of the last norm after
 every other initializer has run, which is the wrong stage for BCN: the BCN ImageNet configs set
