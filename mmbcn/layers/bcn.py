@@ -4,6 +4,7 @@ the SyncBN conversion that leaves it alone."""
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS
 from torch import nn
@@ -180,8 +181,37 @@ class BatchChannelNorm2d(_BatchNorm):
             steps = (steps - 1).clamp_min(1)
         return 1.0 / steps.double()
 
+    def channel_stage_forward(self, y: torch.Tensor) -> torch.Tensor:
+        """The channel stage alone: group norm of y per sample, the (G,) affine per channel."""
+        weight = bias = None
+        if self.affine:
+            per_group = self.num_features // self.num_groups
+            weight = self.group_weight.repeat_interleave(per_group)
+            bias = self.group_bias.repeat_interleave(per_group)
+        return F.group_norm(y, self.num_groups, weight, bias, self.eps)
+
+    def traced_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The eval-mode forward as two aten ops, for ``torch.jit`` tracing.
+
+        Tracers (MMEngine's FLOP counter, TorchScript-based ONNX export) cannot record BCN's
+        autograd Function; in eval mode BCN is exactly BatchNorm with the running statistics
+        followed by the channel stage, so the trace holds ``aten::batch_norm`` and
+        ``aten::group_norm`` (and FLOP counters count BCN as those two). In training mode the
+        running statistics' update and the all-reduce cannot be traced: refused.
+        """
+        if self.training:
+            raise RuntimeError(
+                'BatchChannelNorm2d cannot be traced (torch.jit.trace, FLOP counting) in training '
+                'mode: its statistics update is not traceable. Call model.eval() first; the '
+                'eval-mode trace is exact.')
+        y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                         training=False, momentum=0.0, eps=self.eps)
+        return self.channel_stage_forward(y)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
+        if torch.jit.is_tracing():
+            return self.traced_forward(x)
         synchronize = self.training and self.synchronizes()
         if self.training and not self.estimate and not synchronize:
             values = x.shape[0] * positions_per_sample(x)
@@ -252,19 +282,26 @@ def _check_config(num_features, num_groups, eps, momentum, estimate_rule) -> Non
                          f'authors\' released rule), got {estimate_rule!r}.')
 
 
+def keep_synchronized(bcn: BatchChannelNorm2d, process_group=None) -> BatchChannelNorm2d:
+    """A BCN layer as a SyncBN conversion should leave it: itself, synchronizing its batch
+    statistics over ``process_group`` (None: the default group)."""
+    bcn.sync_stats = True
+    bcn.process_group = process_group
+    return bcn
+
+
 def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
     """Like ``nn.SyncBatchNorm.convert_sync_batchnorm``, but BCN layers stay BCN layers.
 
-    torch's converter replaces every ``_BatchNorm`` instance, BCN included, by a plain
-    ``SyncBatchNorm`` and so would silently drop BCN's channel stage. BCN layers already
+    torch's converter alone replaces every ``_BatchNorm`` instance, BCN included, by a plain
+    ``SyncBatchNorm`` and so would silently drop BCN's channel stage (``import mmbcn`` makes it
+    keep BCN too: :mod:`mmbcn.upstream_patches`). BCN layers already
     synchronize their batch statistics (``sync_stats=True``); here they are kept and switched to
     synchronize over ``process_group``, and every other BatchNorm becomes a SyncBatchNorm.
     ``mmengine.model.revert_sync_batchnorm`` (re-exported here) leaves BCN layers alone.
     """
     if isinstance(module, BatchChannelNorm2d):
-        module.sync_stats = True
-        module.process_group = process_group
-        return module
+        return keep_synchronized(module, process_group)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
     for name, child in module.named_children():

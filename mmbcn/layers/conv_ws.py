@@ -19,7 +19,9 @@ class WSConv2d(nn.Conv2d):
     ``ConvWS2d`` load unchanged. When no gradient with respect to the weight is needed
     (eval under ``torch.no_grad``, or frozen stages) the standardized weight is computed once and
     reused until the weight changes (any in-place update, ``load_state_dict`` included, bumps the
-    tensor's version counter, which is part of the cache key).
+    tensor's version counter, which is part of the cache key). Under ``torch.jit`` tracing the
+    weight is always standardized, so that the trace (and a FLOP count of it) holds the
+    standardization and does not depend on the cache.
 
     Args:
         *args, **kwargs: as ``nn.Conv2d``.
@@ -57,6 +59,8 @@ class WSConv2d(nn.Conv2d):
     def standardized_weight(self):
         """The standardized filters, from the cache when no weight gradient is needed."""
         weight = self.weight
+        if torch.jit.is_tracing():  # the standardization is part of the traced graph
+            return weight_standardize(weight, self.eps, self.eps_on)
         if weight.requires_grad and torch.is_grad_enabled():
             self._cache_key = self._cached_weight = None
             return weight_standardize(weight, self.eps, self.eps_on)

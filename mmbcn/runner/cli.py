@@ -22,7 +22,7 @@ import mmbcn  # noqa: F401  (registers BCN, WSConv2d and the hook)
 
 from ..config_files import config_dir, config_path
 from .checkpoint import allow_training_checkpoints, checkpoint_problem
-from .input_checks import BCN_TYPES, check_class_splits, check_pretrained_group_counts
+from .input_checks import check_class_splits, check_pretrained_group_counts
 from .launcher import LAUNCHERS, init_distributed, shutdown_distributed
 
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
@@ -76,15 +76,6 @@ def config_scope(cfg: Config) -> str:
     return scope
 
 
-def uses_bcn(node) -> bool:
-    """Whether a config (sub)tree builds a BCN layer anywhere."""
-    if isinstance(node, dict):
-        return node.get('type') in BCN_TYPES or any(uses_bcn(v) for v in node.values())
-    if isinstance(node, (list, tuple)):
-        return any(uses_bcn(v) for v in node)
-    return False
-
-
 def resolve_config(path: str) -> str:
     """``path`` itself when it exists, else the config of that name shipped with mmbcn.
 
@@ -115,12 +106,6 @@ def load_config(args) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if cfg.get('sync_bn') and uses_bcn(cfg.get('model')):
-        raise ValueError(
-            f"The config sets sync_bn={cfg.sync_bn!r}, which makes MMEngine replace every BN-like "
-            f"layer, BCN included, by a plain SyncBatchNorm (BCN's channel stage would be lost). "
-            f"BCN synchronizes its batch statistics itself (sync_stats=True): remove sync_bn, "
-            f"and use type='SyncBN' in the norm_cfg of any plain BN layers.")
     return cfg
 
 

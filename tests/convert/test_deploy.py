@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from bcn_cases import randomize_bcn
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 from models import build_model
@@ -13,21 +14,6 @@ from mmbcn.deploy import ChannelAffineGroupNorm, deploy_model
 
 DET_CONFIG = f'{ROOT}/configs/mask_rcnn/mask-rcnn_r50_fpn_bcn-ws_8xb2-1x_coco.py'
 SEG_CONFIG = f'{ROOT}/configs/deeplabv3/deeplabv3_r50-d8_bcn-ws_8xb2-20k_voc12aug-512x512.py'
-
-
-def randomize_bcn(model):
-    """Non-trivial statistics and affine parameters, so folding has something to fold."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, BatchChannelNorm2d):
-                module.running_mean.normal_(0, 0.2)
-                module.running_var.uniform_(0.5, 2)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0, 0.1)
-                module.group_weight.uniform_(0.5, 1.5)
-                module.group_bias.normal_(0, 0.1)
-    model.eval()
-    return model
 
 
 def count(model, cls):

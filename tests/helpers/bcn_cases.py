@@ -2,6 +2,7 @@
 
 import torch
 from reference import bcn_reference
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbcn import BatchChannelNorm2d
 
@@ -33,3 +34,20 @@ def reference_of(layer, x, mode):
         layer.running_mean.double().clone(), layer.running_var.double().clone(), layer.momentum,
         layer.eps, estimate_rule=layer.estimate_rule)
     return out, new_mean, new_var, params
+
+
+def randomize_bcn(model):
+    """Non-trivial statistics and affine parameters of every BCN and BatchNorm layer, so that
+    folding has something to fold; returns the model in eval mode."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, _BatchNorm):
+                module.running_mean.normal_(0, 0.2)
+                module.running_var.uniform_(0.5, 2)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.1)
+            if isinstance(module, BatchChannelNorm2d):
+                module.group_weight.uniform_(0.5, 1.5)
+                module.group_bias.normal_(0, 0.1)
+    model.eval()
+    return model

@@ -13,10 +13,19 @@ SEG_CONFIG = osp.join(
     ROOT, 'configs/deeplabv3/deeplabv3_r50-d8_bcn-ws_8xb1-40k_voc12aug-512x512.py')
 
 
-def test_sync_bn_with_bcn_is_a_clear_error():
+def test_sync_bn_keeps_bcn_and_converts_plain_bn(tmp_path):
+    """``sync_bn='torch'`` (MMEngine converts every _BatchNorm) leaves BCN a synchronized BCN."""
+    from mmengine.model import convert_sync_batchnorm
+    from models import build_model
+
+    from mmbcn import BatchChannelNorm2d
+
     args = cli.train_parser().parse_args([BCN_CONFIG, '--cfg-options', 'sync_bn=torch'])
-    with pytest.raises(ValueError, match='BCN synchronizes its batch statistics itself'):
-        cli.load_config(args)
+    cfg = cli.load_config(args)
+    model = convert_sync_batchnorm(build_model(cfg), cfg.sync_bn)  # what the Runner does
+    bcn = [m for m in model.modules() if isinstance(m, BatchChannelNorm2d)]
+    assert bcn and all(m.sync_stats for m in bcn)
+    assert not any(type(m) is torch.nn.SyncBatchNorm for m in model.modules())
 
 
 def test_amp_without_cuda_is_a_clear_error():

@@ -1,0 +1,132 @@
+"""Checkpoints that MMEngine's Runner writes load weights-only once mmbcn is imported.
+
+Written by a real Runner (a BCN model, 2 iterations) in a fresh interpreter, once with mmbcn's
+pickling (every mmbcn config imports mmbcn) and once with MMEngine's own (``getattr`` calls;
+mmbcn's ``copyreg`` entry removed, since on this CPU torch the Runner needs mmbcn's torchvision
+import fix), then loaded as OpenMMLab loads them (``mmengine.runner.load_checkpoint``,
+``torch.load`` with its default ``weights_only=True``).
+"""
+
+import os.path as osp
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer
+from mmengine.runner import CheckpointLoader
+
+from mmbcn.checkpoints import checkpoint_problem, convert
+
+TRAIN = textwrap.dedent("""
+    import copyreg
+    import sys
+    import torch
+    from torch import nn
+    from mmengine.logging import HistoryBuffer
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+    from mmbcn import BatchChannelNorm2d
+    if sys.argv[2] == 'mmengine':  # MMEngine's own pickling, as without mmbcn (which the
+        del copyreg.dispatch_table[HistoryBuffer]  # Runner needs here for torchvision)
+
+    class Tiny(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+            self.norm = BatchChannelNorm2d(8, 2, estimate=True)
+
+        def forward(self, inputs, mode='loss'):
+            return dict(loss=self.norm(self.conv(inputs)).square().mean())
+
+    data = [dict(inputs=torch.randn(3, 8, 8)) for _ in range(4)]
+    runner = Runner(model=Tiny(), work_dir=sys.argv[1],
+                    train_dataloader=dict(dataset=data, sampler=dict(type='DefaultSampler'),
+                                          batch_size=2, collate_fn=dict(type='default_collate')),
+                    train_cfg=dict(by_epoch=False, max_iters=2),
+                    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+                    default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2,
+                                                       by_epoch=False)))
+    runner.train()
+""")
+
+
+def runner_checkpoint(work_dir, form):
+    """Train 2 iterations in a fresh interpreter; the path of the checkpoint it wrote."""
+    result = subprocess.run([sys.executable, '-c', TRAIN, str(work_dir), form],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return osp.join(work_dir, 'iter_2.pth')
+
+
+@pytest.fixture(scope='module')
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp('checkpoints')
+    return {form: runner_checkpoint(root / form, form) for form in ('with-mmbcn', 'mmengine')}
+
+
+def test_a_checkpoint_written_with_mmbcn_loads_weights_only_everywhere(checkpoints):
+    path = checkpoints['with-mmbcn']
+    checkpoint = torch.load(path)  # torch's default: weights_only=True
+    assert 'norm.running_var' in checkpoint['state_dict']
+    buffer = checkpoint['message_hub']['log_scalars']['train/loss']
+    assert isinstance(buffer, HistoryBuffer) and len(buffer.data[0]) == 2
+    assert buffer.mean() == pytest.approx(float(buffer.data[0].mean()))
+    loaded = CheckpointLoader.load_checkpoint(path, map_location='cpu')  # OpenMMLab's loader
+    assert torch.equal(loaded['state_dict']['norm.running_mean'],
+                       checkpoint['state_dict']['norm.running_mean'])
+    with open(path, 'rb') as f:
+        assert b'getattr' not in f.read()
+
+
+def test_without_mmbcn_imported_the_same_file_is_refused(checkpoints):
+    code = (f'import torch\ntry:\n    torch.load({checkpoints["with-mmbcn"]!r})\n'
+            f'except Exception as error:\n    print(type(error).__name__, error)\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=120)
+    assert 'UnpicklingError' in result.stdout and 'HistoryBuffer' in result.stdout
+
+
+def test_an_mmengine_checkpoint_is_refused_with_the_conversion_command(checkpoints):
+    path = checkpoints['mmengine']
+    with pytest.raises(pickle.UnpicklingError, match='python -m mmbcn.checkpoints convert'):
+        CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    assert 'python -m mmbcn.checkpoints convert' in checkpoint_problem(path)
+
+
+def test_the_conversion_command_rewrites_an_mmengine_checkpoint(checkpoints, tmp_path):
+    source, destination = checkpoints['mmengine'], str(tmp_path / 'converted.pth')
+    result = subprocess.run([sys.executable, '-m', 'mmbcn.checkpoints', 'convert', source,
+                             destination], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'loads with weights_only=True' in result.stdout
+    converted = torch.load(destination)
+    original = torch.load(source, weights_only=False)
+    assert converted['state_dict'].keys() == original['state_dict'].keys()
+    for key, value in original['state_dict'].items():
+        assert torch.equal(converted['state_dict'][key], value), key
+    for key, buffer in original['message_hub']['log_scalars'].items():
+        new = converted['message_hub']['log_scalars'][key]
+        assert all((a == b).all() for a, b in zip(new.data, buffer.data)), key
+    assert converted['meta']['iter'] == original['meta']['iter'] == 2
+
+
+class _Reaches:
+    """Pickles as ``getattr(HistoryBuffer, name)``: what a hostile file could ask for."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __reduce__(self):
+        return getattr, (HistoryBuffer, self.name)
+
+
+@pytest.mark.parametrize('name', ['update', '__init__', '__class__'])
+def test_the_conversion_reaches_nothing_but_the_statistics(tmp_path, name):
+    source = str(tmp_path / 'hostile.pth')
+    torch.save({'state_dict': {}, 'x': _Reaches(name)}, source)
+    with pytest.raises(pickle.UnpicklingError, match='only the statistics'):
+        convert(source, str(tmp_path / 'out.pth'))
+    assert not osp.exists(tmp_path / 'out.pth')

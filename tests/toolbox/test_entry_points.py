@@ -1,0 +1,194 @@
+"""mmbcn checkpoints through the rest of OpenMMLab, run as a user runs it.
+
+The three demo configs (classification, detection, segmentation) are trained for a few
+iterations with mmbcn's ``tools/train.py`` (so the checkpoints are the Runner's, message hub and
+all). Then, each in a fresh interpreter that never imports mmbcn itself (the configs'
+``custom_imports`` do): mmdet's, mmseg's and mmpretrain's own ``tools/test.py`` and
+``analysis_tools/get_flops.py`` from their installed packages (``<pkg>/.mim/tools``), what mmdet's
+``benchmark.py --fuse-conv-bn`` does to the model, and the inference APIs (``init_detector`` /
+``inference_detector`` / ``DetInferencer``, ``init_model`` / ``inference_model`` /
+``MMSegInferencer``, ``get_model`` / ``ImageClassificationInferencer``).
+"""
+
+import copy
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import textwrap
+from importlib.util import find_spec
+
+import pytest
+import torch
+from mmcv.cnn import fuse_conv_bn
+from mmdet.structures import DetDataSample
+from mmengine.config import Config
+from mmengine.runner import load_checkpoint
+from models import build_model
+from paths import ROOT
+
+from mmbcn import BatchChannelNorm2d
+from mmbcn.datasets import ensure_demo_data
+
+DEMOS = {
+    'mmpretrain': ('configs/demo/resnet18_bcn-ws_1xb16-demo-shapes.py',
+                   ['train_cfg.max_epochs=1', 'train_cfg.val_interval=10'], 'epoch_1.pth'),
+    'mmdet': ('configs/demo/mask-rcnn_r18_fpn_bcn-ws_2xb2-demo-shapes.py',
+              ['train_cfg.max_epochs=1', 'train_cfg.val_interval=10',
+               'model.test_cfg.rcnn.score_thr=0.0'], 'epoch_1.pth'),
+    'mmseg': ('configs/demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py',
+              ['train_cfg.max_iters=4', 'train_cfg.val_interval=4',
+               'default_hooks.checkpoint.interval=4'], 'iter_4.pth'),
+}
+METRIC = {'mmpretrain': 'accuracy/top1', 'mmdet': 'coco/bbox_mAP', 'mmseg': 'mIoU'}
+IMAGE = {'mmpretrain': 'data/mmbcn_demo/imagenet/val', 'mmdet': 'data/mmbcn_demo/coco/val',
+         'mmseg': 'data/mmbcn_demo/voc/JPEGImages'}
+
+
+def package_tool(package, *parts):
+    return osp.join(osp.dirname(find_spec(package).origin), '.mim', 'tools', *parts)
+
+
+def run(args, timeout=600):
+    """Run a command from the repository root (the demo configs read data/ from there)."""
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, (f'{args} failed ({result.returncode}):\n'
+                                    f'{result.stdout[-3000:]}\n{result.stderr[-5000:]}')
+    return result.stdout + result.stderr
+
+
+def first_image(package):
+    folder = osp.join(ROOT, IMAGE[package])
+    for dirpath, _, files in sorted(os.walk(folder)):
+        images = sorted(f for f in files if f.lower().endswith(('.jpg', '.jpeg', '.png')))
+        if images:
+            return osp.join(dirpath, images[0])
+    raise FileNotFoundError(folder)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """{package: (config, checkpoint written by MMEngine's Runner through tools/train.py)}."""
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    ensure_demo_data()
+    os.chdir(cwd)
+    root = tmp_path_factory.mktemp('toolbox')
+    checkpoints = {}
+    for package, (config, options, name) in DEMOS.items():
+        work_dir = root / package
+        run([sys.executable, 'tools/train.py', config, '--work-dir', str(work_dir),
+             '--cfg-options', *options])
+        checkpoints[package] = (config, str(work_dir / name), options, root)
+    return checkpoints
+
+
+@pytest.mark.parametrize('package', DEMOS)
+def test_the_packages_own_test_script_evaluates_an_mmbcn_checkpoint(trained, package):
+    config, checkpoint, options, root = trained[package]
+    out = run([sys.executable, package_tool(package, 'test.py'), config, checkpoint,
+               '--work-dir', str(root / f'{package}-test'), '--cfg-options', *options])
+    assert METRIC[package] in out
+    assert 'Unsupported global' not in out
+
+
+@pytest.mark.parametrize('package', DEMOS)
+def test_the_packages_own_get_flops_counts_the_bcn_model(package, trained):
+    config = trained[package][0]
+    shape = ['--num-images', '2'] if package == 'mmdet' else ['--shape', '64', '64']
+    out = run([sys.executable, package_tool(package, 'analysis_tools', 'get_flops.py'), config,
+               *shape])
+    assert 'Flops' in out and 'Params' in out
+    assert 'unordered_map' not in out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs CUDA: mmdet's InferenceBenchmark moves the model to the GPU")
+def test_mmdet_benchmark_with_fuse_conv_bn_runs_on_the_bcn_model(trained):
+    config, checkpoint, _, _ = trained['mmdet']
+    out = run([sys.executable, package_tool('mmdet', 'analysis_tools', 'benchmark.py'), config,
+               '--checkpoint', checkpoint, '--task', 'inference', '--fuse-conv-bn',
+               '--max-iter', '3', '--num-warmup', '1', '--log-interval', '1'])
+    assert 'fps' in out.lower()
+
+
+def test_fuse_conv_bn_on_the_trained_detector_keeps_its_detections(trained):
+    """What ``benchmark.py --fuse-conv-bn`` does to the model (``mmdet.utils.benchmark``),
+    on the trained checkpoint, in float64: the same boxes and scores."""
+    config, checkpoint, _, _ = trained['mmdet']
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    model = build_model(cfg)
+    load_checkpoint(model, checkpoint, map_location='cpu')
+    model = model.double().eval()
+    image = torch.rand(1, 3, 96, 96, dtype=torch.float64) * 255
+    sample = DetDataSample(metainfo=dict(img_shape=(96, 96), ori_shape=(96, 96),
+                                         scale_factor=(1.0, 1.0), batch_input_shape=(96, 96)))
+    with torch.no_grad():
+        features = model.extract_feat(image)
+        fused = fuse_conv_bn(copy.deepcopy(model))
+        fused_features = fused.extract_feat(image)
+    assert not any(isinstance(m, BatchChannelNorm2d) for m in fused.modules())
+    for got, want in zip(fused_features, features):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    with torch.no_grad():
+        want = model.predict(image, [sample.clone()])[0].pred_instances
+        got = fused.predict(image, [sample.clone()])[0].pred_instances
+    torch.testing.assert_close(got.scores, want.scores, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(got.bboxes, want.bboxes, rtol=1e-7, atol=1e-7)
+
+
+INFERENCE = {
+    'mmdet': """
+        from mmdet.apis import DetInferencer, inference_detector, init_detector
+        model = init_detector(CONFIG, CHECKPOINT, device='cpu')
+        api = inference_detector(model, IMAGE).pred_instances
+        inferencer = DetInferencer(model=CONFIG, weights=CHECKPOINT, device='cpu')
+        other = inferencer(IMAGE, return_datasamples=True)['predictions'][0].pred_instances
+        same = bool(torch.allclose(api.scores, other.scores, atol=1e-5))
+        print(json.dumps(dict(classes=model.dataset_meta['classes'], count=len(api), same=same,
+                              outputs=int(api.bboxes.shape[-1]))))
+    """,
+    'mmseg': """
+        from mmseg.apis import MMSegInferencer, inference_model, init_model
+        model = init_model(CONFIG, CHECKPOINT, device='cpu')
+        api = inference_model(model, IMAGE).seg_logits.data
+        inferencer = MMSegInferencer(model=CONFIG, weights=CHECKPOINT, device='cpu')
+        other = inferencer(IMAGE, return_datasamples=True).seg_logits.data
+        print(json.dumps(dict(classes=model.dataset_meta['classes'], count=int(api.shape[0]),
+                              same=bool(torch.allclose(api, other, atol=1e-5)),
+                              outputs=int(api.shape[0]))))
+    """,
+    'mmpretrain': """
+        from mmpretrain import ImageClassificationInferencer, get_model, inference_model
+        model = get_model(CONFIG, pretrained=CHECKPOINT, device='cpu')
+        api = inference_model(model, IMAGE)
+        inferencer = ImageClassificationInferencer(model=CONFIG, pretrained=CHECKPOINT,
+                                                   device='cpu')
+        other = inferencer(IMAGE)[0]
+        same = abs(api['pred_score'] - other['pred_score']) < 1e-5
+        print(json.dumps(dict(classes=model.dataset_meta['classes'],
+                              count=len(other['pred_scores']), same=bool(same),
+                              outputs=len(other['pred_scores']))))
+    """,
+}
+
+
+@pytest.mark.parametrize('package', DEMOS)
+def test_the_inference_apis_load_an_mmbcn_checkpoint(trained, package):
+    config, checkpoint, _, _ = trained[package]
+    script = textwrap.dedent(f"""
+        import json, sys
+        import torch
+        CONFIG, CHECKPOINT, IMAGE = {osp.join(ROOT, config)!r}, {checkpoint!r}, {
+            first_image(package)!r}
+        assert 'mmbcn' not in sys.modules
+    """) + textwrap.dedent(INFERENCE[package])
+    out = run([sys.executable, '-c', script]).strip().splitlines()
+    result = json.loads(next(line for line in reversed(out) if line.startswith('{')))
+    assert result['same'], result
+    assert len(result['classes']) >= 3  # the demo's class names, from the checkpoint's meta
+    if package != 'mmdet':  # a score per class / a logit map per class
+        assert result['outputs'] == len(result['classes'])
