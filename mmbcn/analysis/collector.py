@@ -181,8 +181,9 @@ class NormStatisticsCollector:
                     self._add_pairs(stage, pair_sums(buffer))
 
     def all_reduce(self) -> None:
-        """Sum the channel, pair and gradient sums over all processes (a collective call; does
-        nothing in one process). Call it once, after the last :meth:`end_batch`."""
+        """Sum the channel and gradient sums over all processes (a collective call; does nothing
+        in one process; the pair sums are global after each :meth:`end_batch` already). Call it
+        once, after the last :meth:`end_batch`."""
         world = _world_size(self.group)
         if world == 1:
             return
@@ -192,10 +193,9 @@ class NormStatisticsCollector:
             channels = num_channels(self.layers[name])
             parts.append(('sums', name, self.sums.get(name, torch.zeros(
                 4, channels, dtype=torch.float64, device=device))))
-        for stage in sorted(self.stages):
-            for store in ('pairs', 'grad_squares'):
-                parts.append((store, stage, getattr(self, store).get(stage, torch.zeros(
-                    2, dtype=torch.float64, device=device))))
+        for stage in sorted(self.stages):  # pairs: already global after each end_batch
+            parts.append(('grad_squares', stage, self.grad_squares.get(stage, torch.zeros(
+                2, dtype=torch.float64, device=device))))
         flat = torch.cat([tensor.to(device).reshape(-1) for _, _, tensor in parts])
         dist.all_reduce(flat, group=self.group)
         offset = 0

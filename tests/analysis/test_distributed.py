@@ -1,0 +1,75 @@
+"""The collector's all-reduce: 2 real gloo processes give every rank the global batch's figures."""
+
+import math
+
+import pytest
+import torch
+from dist_utils import run_in_processes
+
+from mmbcn.analysis import NormStatisticsCollector
+
+SAMPLES = 2  # one per process: every pair of samples spans the two processes
+
+
+def eval_resnet():
+    from mmdet.models.backbones import ResNet
+    torch.manual_seed(0)
+    model = ResNet(depth=18, norm_cfg=dict(type='BN'), norm_eval=False)
+    with torch.no_grad():  # statistics that differ between channels
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.bias.uniform_(-2, 1)
+    model.eval()
+    return model.double()  # float64: a batch of 1 and of 2 give the same activations
+
+
+def batch():
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(SAMPLES, 3, 32, 32, generator=generator, dtype=torch.float64)
+
+
+def measure(model, inputs, loss_weights):
+    """Forward ``inputs``, backward sum_r w_r * (sum of the outputs of sample r)."""
+    collector = NormStatisticsCollector(model)
+    with collector:
+        outputs = model(inputs)
+        loss = sum((output.mean(dim=(1, 2, 3)) * loss_weights).sum() for output in outputs)
+        loss.backward()
+    collector.end_batch()
+    collector.all_reduce()
+    return dict(layers=collector.layer_statistics(per_channel=True),
+                stages=collector.stage_statistics(),
+                model=collector.model_statistics())
+
+
+def worker(rank, world_size):
+    # each process: its sample, and its loss L_r (DDP then optimizes the mean of the L_r)
+    return measure(eval_resnet(), batch()[rank:rank + 1], torch.ones(1, dtype=torch.float64))
+
+
+def assert_same(left, right, rel):
+    if isinstance(left, dict):
+        assert left.keys() == right.keys()
+        for key in left:
+            assert_same(left[key], right[key], rel)
+    elif isinstance(left, list):
+        assert len(left) == len(right)
+        for a, b in zip(left, right):
+            assert_same(a, b, rel)
+    elif isinstance(left, float) and math.isnan(left):
+        assert math.isnan(right)
+    elif isinstance(left, float):
+        assert left == pytest.approx(right, rel=rel, abs=1e-12)
+    else:
+        assert left == right
+
+
+def test_two_processes_give_both_ranks_the_global_batch():
+    rank0, rank1 = run_in_processes(worker, 2)
+    assert_same(rank0, rank1, rel=0)  # identical on every rank
+    # one process with the whole batch, loss (L_0 + L_1) / 2: the loss DDP optimizes
+    reference = measure(eval_resnet(), batch(), torch.full((SAMPLES, ), 0.5, dtype=torch.float64))
+    assert_same(rank0, reference, rel=1e-9)
+    for stage in rank0['stages'].values():
+        assert stage['sample_pairs'] == 2  # pairs across the two processes
+        assert 'grad_norm' in stage
