@@ -5,6 +5,7 @@ import os.path as osp
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import pytest
 from paths import ROOT
@@ -28,10 +29,8 @@ def test_editable_install_reads_the_checkout():
     assert version == mmbcn.__version__
 
 
-@pytest.fixture(scope='module')
-def wheel_site(tmp_path_factory):
-    """mmbcn built as a wheel and installed alone into a folder (its dependencies: this venv)."""
-    root = tmp_path_factory.mktemp('wheel')
+def install_wheel(root):
+    """Build mmbcn's wheel into ``root`` and install it alone into ``root / 'site'``."""
     pip = [sys.executable, '-m', 'pip', '--disable-pip-version-check']
     subprocess.run([*pip, 'wheel', '--no-deps', '--no-build-isolation', '-w', str(root), ROOT],
                    check=True, capture_output=True)
@@ -39,6 +38,12 @@ def wheel_site(tmp_path_factory):
     subprocess.run([*pip, 'install', '--no-deps', '--target', str(root / 'site'), str(wheel)],
                    check=True, capture_output=True)
     return root
+
+
+@pytest.fixture(scope='module')
+def wheel_site(tmp_path_factory):
+    """mmbcn built as a wheel and installed alone into a folder (its dependencies: this venv)."""
+    return install_wheel(tmp_path_factory.mktemp('wheel'))
 
 
 def run_installed(root, code):
@@ -86,3 +91,38 @@ def test_another_project_inherits_through_a_link(wheel_site):
         assert cfg.train_dataloader.batch_size == 1
         """)
     assert result.returncode == 0, result.stderr
+
+
+MIM_CONTENTS = ('configs', 'tools', 'model-index.yml')  # what mim looks for in mmbcn/.mim
+
+
+def test_checkout_links_the_mim_folder_to_its_top_level_files():
+    for name in MIM_CONTENTS:
+        path = osp.join(ROOT, 'mmbcn', '.mim', name)
+        assert osp.islink(path) and not osp.isabs(os.readlink(path)), path
+        assert osp.realpath(path) == osp.join(ROOT, name)
+
+
+def test_wheel_carries_the_mim_tools_model_index_and_metafiles(wheel_site):
+    wheel, = wheel_site.glob('mmbcn-*.whl')
+    names = set(zipfile.ZipFile(wheel).namelist())
+    metafiles = {f'mmbcn/.mim/configs/{osp.relpath(d, osp.join(ROOT, "configs"))}/metafile.yml'
+                 for d, _, files in os.walk(osp.join(ROOT, 'configs')) if 'metafile.yml' in files}
+    assert metafiles and metafiles <= names
+    assert {'mmbcn/.mim/tools/train.py', 'mmbcn/.mim/tools/test.py',
+            'mmbcn/.mim/model-index.yml'} <= names
+    assert 'mmbcn/.mim/tools/setup_env.sh' not in names  # a checkout's script, not shipped
+    result = run_installed(wheel_site, """
+        import os.path as osp
+        import mmbcn
+        from modelindex.load_model_index import load
+        mim = osp.join(osp.dirname(mmbcn.__file__), '.mim')
+        assert not any(osp.islink(osp.join(mim, name)) for name in ('configs', 'tools'))
+        index = load(osp.join(mim, 'model-index.yml'))
+        assert index.check(silent=True) == [], index.check(silent=True)
+        missing = [m.config for m in index.models if not osp.isfile(osp.join(mim, m.config))]
+        assert not missing, missing  # mim reads Config relative to PKG/.mim
+        print(len(index.models))
+        """)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.split()[-1]) == len(shipped_configs(osp.join(ROOT, 'configs')))
