@@ -4,7 +4,8 @@
 # Versions (see README "Install"): torch 2.13.0 CPU, mmengine 0.10.7, mmcv 2.1.0 built
 # from source with its ops (mmdet 3.3.0 / mmseg 1.2.2 need mmcv < 2.2.0 and mmcv.ops),
 # mmdet 3.3.0, mmsegmentation 1.2.2,
-# mmpretrain 1.2.0 (with torchvision 0.28.0).
+# mmpretrain 1.2.0 (with torchvision 0.28.0), openmim 0.3.8 (the `mim` extra, in `tests`: see
+# pyproject.toml for why not 0.3.9).
 #
 # mmcv has only an sdist on PyPI and takes ~13 minutes to build on 2 cores, so the wheel
 # is built once into $MMBCN_WHEELHOUSE (default ~/.cache/mmbcn/wheels) and reused.
@@ -49,6 +50,12 @@ step "OpenMMLab stack"
 
 step "mmbcn (editable) with test tools"
 "${PIP[@]}" --no-build-isolation -e ".[tests]"
+
+step "checking that every installed package has what it requires"
+# Every requirement of every package met at the pinned versions (a package whose own pins
+# clash with the stack's would show here), and mim runs.
+"$PY" -m pip check
+"$VENV/bin/mim" --version
 
 step "checking that mmcv has its compiled ops"
 "$PY" - <<'PY'
