@@ -16,7 +16,7 @@ from . import torchvision_compat
 torchvision_compat.install()  # before anything imports torchvision (mmpretrain does)
 
 from . import checkpoints, upstream_patches  # noqa: E402
-from .engine import BCNUpdateRateHook  # noqa: E402
+from .engine import BCNUpdateRateHook, NormStatisticsHook  # noqa: E402
 from .layers import BatchChannelNorm2d, WSConv2d, convert_sync_batchnorm, revert_sync_batchnorm  # noqa: E402
 from .ops import batch_channel_norm, weight_standardize  # noqa: E402
 from .version import __version__  # noqa: E402
@@ -26,5 +26,6 @@ upstream_patches.install()  # mmcv/MMEngine conv-BN folding made right for BCN a
 
 __all__ = [
     'BatchChannelNorm2d', 'WSConv2d', 'BCNUpdateRateHook', 'batch_channel_norm',
-    'weight_standardize', 'convert_sync_batchnorm', 'revert_sync_batchnorm', '__version__'
+    'weight_standardize', 'convert_sync_batchnorm', 'revert_sync_batchnorm', '__version__',
+    'NormStatisticsHook'
 ]

@@ -55,7 +55,10 @@ train_cfg = dict(max_iters=max_iters, val_interval=25)  # about one epoch: a met
 param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max_iters,
                         by_epoch=False)]
 optim_wrapper = dict(optimizer=dict(lr=0.02))
-custom_hooks = [dict(type='BCNUpdateRateHook', policy='lr', rate=0.1)]
+# NormStatisticsHook: eliminated/constant channels, margins, per-stage sample similarity and
+# gradient norm, every 50 iterations (mmbcn.engine.norm_statistics_hook)
+custom_hooks = [dict(type='BCNUpdateRateHook', policy='lr', rate=0.1),
+                dict(type='NormStatisticsHook', interval=50)]
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(by_epoch=False, interval=100, max_keep_ckpts=2))
 randomness = dict(seed=0)  # the README's demo numbers come from this seed

@@ -63,7 +63,10 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[6], gamma=0.1),
 ]
 optim_wrapper = dict(optimizer=dict(lr=0.02), clip_grad=dict(max_norm=10.0))
-custom_hooks = [dict(type='BCNUpdateRateHook', policy='lr', rate=0.1)]
+# NormStatisticsHook: eliminated/constant channels, margins, per-stage sample similarity and
+# gradient norm, every 50 iterations (mmbcn.engine.norm_statistics_hook)
+custom_hooks = [dict(type='BCNUpdateRateHook', policy='lr', rate=0.1),
+                dict(type='NormStatisticsHook', interval=50)]
 default_hooks = dict(logger=dict(interval=10),
                      checkpoint=dict(interval=1, max_keep_ckpts=2))
 randomness = dict(seed=0)  # the README's demo numbers come from this seed
