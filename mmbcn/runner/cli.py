@@ -24,6 +24,8 @@ from ..config_files import config_dir, config_path
 from .checkpoint import allow_training_checkpoints, checkpoint_problem
 from .input_checks import check_class_splits, check_pretrained_group_counts
 from .launcher import LAUNCHERS, init_distributed, shutdown_distributed
+from .random_state import RandomStateHook
+from .restarts import resume_point
 
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 
@@ -232,8 +234,13 @@ def checked_config(args, checkpoint_option: str, apply_options) -> Config:
 
 
 def train(argv: Optional[List[str]] = None) -> None:
+    """Train; a restarted attempt resumes its launch's latest checkpoint (:mod:`.restarts`)."""
     cfg = checked_config(train_parser().parse_args(argv), 'resume', apply_train_options)
-    build_runner(cfg).train()
+    prepare_distributed(cfg)
+    resumed = resume_point(cfg)
+    runner = build_runner(cfg)
+    runner.register_hook(RandomStateHook(resume_from=resumed))
+    runner.train()
     shutdown_distributed()
 
 
