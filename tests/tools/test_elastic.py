@@ -39,11 +39,8 @@ SLURM_ARGS = ['-p', 'PART', '--job-name=JOB', '--gres=gpu:8', '--ntasks=8',
 
 @pytest.fixture(scope='module')
 def demo_data():
-    cwd = os.getcwd()
-    os.chdir(ROOT)  # the demo configs read data/mmbcn_demo relative to the repository
-    ensure_demo_data()
-    yield
-    os.chdir(cwd)
+    """The generated data where the demo configs read it (the training runs in ROOT)."""
+    return ensure_demo_data(osp.join(ROOT, 'data/mmbcn_demo'))
 
 
 def seg_config(tmp_path, name, *hooks):
