@@ -17,8 +17,18 @@ Patched (upstream function, version checked against: what mmbcn does instead):
   mmengine 0.10.7: refuses modules holding BCN or WSConv2d, naming them;
 * ``mmengine.model.utils.convert_sync_batchnorm``, mmengine 0.10.7, and
   ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``, torch 2.13: keep BCN, synchronized;
-* ``mmpretrain.engine.hooks.precise_bn_hook.update_bn_stats``, mmpretrain 1.2.0 (when mmpretrain
-  imports it): refuses micro-batch BCN.
+* ``mmpretrain.engine.hooks.precise_bn_hook.update_bn_stats``, mmpretrain 1.2.0, and
+  ``torch.optim.swa_utils.update_bn``, torch 2.13: refuse micro-batch BCN;
+* ``torch.nn.utils.fusion.fuse_conv_bn_eval``, torch 2.13: folds the standardized weight of a
+  WSConv2d; refuses BCN (no single conv computes it), naming mmcv's ``fuse_conv_bn``;
+* ``mmcv.cnn.utils.flops_counter.get_modules_mapping``, mmcv 2.1.0: counts WSConv2d as a conv and
+  BCN as a BatchNorm plus a GroupNorm (mmcv's counter matches exact types and skipped both);
+* ``switch_to_deploy`` of mmpretrain 1.2.0's ``RepVGGBlock``, ``MobileOneBlock``, ``RepMLPNet``
+  and ``LeViT``: refuse a model holding BCN or WSConv2d (they fold their norms as BatchNorm and
+  their raw conv weights).
+
+The mmpretrain patches are applied when mmpretrain imports those modules (mmbcn does not import
+mmpretrain itself).
 
 Why each, and how callers reach it:
 
@@ -43,8 +53,8 @@ Why each, and how callers reach it:
   For large-batch BCN that is exactly precise BN. Micro-batch BCN's variance estimate is the
   spread around the *previous* estimate, which with ``r = 1`` is the previous batch's mean: the
   average would over-estimate the variance by the variance of the batch means, so the hook is
-  refused for those layers. This patch is applied when mmpretrain's hook module is first
-  imported (mmbcn does not import mmpretrain itself).
+  refused for those layers; the same for torch's SWA ``update_bn`` (a cumulative average,
+  which also leaves out the first batch of micro-batch BCN's restarted average).
 """
 
 import functools
@@ -56,11 +66,12 @@ from typing import Callable, Dict
 
 from torch import nn
 
+from .deploy import plain_conv
 from .folding import efficient_conv_norm_eval_forward, fuse_conv_norm
 from .layers.bcn import BatchChannelNorm2d, keep_synchronized
 from .layers.conv_ws import WSConv2d
 
-__all__ = ['EfficientConvBNEvalError', 'PreciseBNError', 'install']
+__all__ = ['EfficientConvBNEvalError', 'PreciseBNError', 'ReparameterizationError', 'install']
 
 _installed = False
 
@@ -70,7 +81,11 @@ class EfficientConvBNEvalError(ValueError):
 
 
 class PreciseBNError(ValueError):
-    """mmpretrain's precise BN asked to recompute micro-batch BCN statistics."""
+    """mmpretrain's precise BN (or torch's SWA update_bn) asked to recompute micro-batch BCN."""
+
+
+class ReparameterizationError(ValueError):
+    """A re-parameterization that folds norms as BatchNorm asked to fold BCN or WSConv2d."""
 
 
 def _patch_mmcv_fuse_conv_bn() -> None:
@@ -117,8 +132,9 @@ def _patch_mmengine_efficient_conv_bn_eval() -> None:
                 f"trace BCN or WSConv2d layers (this module holds {len(names)}, e.g. "
                 f"{names[0]!r}), and it would fold BCN as a BatchNorm. Remove "
                 f"efficient_conv_bn_eval from the config; for the same memory saving in "
-                f"ConvModules set efficient_conv_bn_eval=True in their config (mmbcn makes it "
-                f"exact for BCN and WSConv2d); for inference use tools/deploy.py.")
+                f"ConvModules (necks, heads; not ResNet blocks) set efficient_conv_bn_eval=True "
+                f"in their config (mmbcn makes it exact for BCN and WSConv2d); for inference use "
+                f"tools/deploy.py.")
         return original(model)
 
     module.turn_on_efficient_conv_bn_eval_for_single_model = \
@@ -151,23 +167,109 @@ def _patch_torch_convert_sync_batchnorm() -> None:
     nn.SyncBatchNorm.convert_sync_batchnorm = classmethod(convert_sync_batchnorm)
 
 
+def refuse_micro_batch_bcn(model: nn.Module, recomputer: str, removal: str) -> None:
+    """Raise :class:`PreciseBNError` when ``model`` trains micro-batch BCN layers."""
+    names = [name for name, m in model.named_modules()
+             if isinstance(m, BatchChannelNorm2d) and m.estimate and m.training]
+    if names:
+        raise PreciseBNError(
+            f'{recomputer} would recompute the statistics of {len(names)} micro-batch BCN '
+            f'layers (estimate=True, e.g. {names[0]!r}) as BatchNorm statistics, which '
+            f'over-estimates their variance. {removal} (micro-batch BCN already averages its '
+            f'estimates over training), or use large-batch BCN (estimate=False), for which it '
+            f'is exact.')
+
+
 def _patch_mmpretrain_precise_bn(module) -> None:
     original = module.update_bn_stats
 
     @functools.wraps(original)
     def update_bn_stats(model, *args, **kwargs):
-        names = [name for name, m in model.named_modules()
-                 if isinstance(m, BatchChannelNorm2d) and m.estimate and m.training]
-        if names:
-            raise PreciseBNError(
-                f'PreciseBNHook would recompute the statistics of {len(names)} micro-batch BCN '
-                f'layers (estimate=True, e.g. {names[0]!r}) as BatchNorm statistics at momentum '
-                f'1, which over-estimates their variance. Remove PreciseBNHook from the config '
-                f'(micro-batch BCN already averages its estimates over training), or use '
-                f'large-batch BCN (estimate=False), for which precise BN is exact.')
+        refuse_micro_batch_bcn(model, 'PreciseBNHook', 'Remove PreciseBNHook from the config')
         return original(model, *args, **kwargs)
 
     module.update_bn_stats = update_bn_stats
+
+
+def _patch_torch_swa_update_bn() -> None:
+    from torch.optim import swa_utils
+
+    original = swa_utils.update_bn
+
+    @functools.wraps(original)
+    def update_bn(loader, model, *args, **kwargs):
+        refuse_micro_batch_bcn(model, 'torch.optim.swa_utils.update_bn',
+                               'Skip update_bn for this model')
+        return original(loader, model, *args, **kwargs)
+
+    swa_utils.update_bn = update_bn
+
+
+def _patch_torch_fuse_conv_bn_eval() -> None:
+    from torch.nn import utils
+    from torch.nn.utils import fusion
+
+    original = fusion.fuse_conv_bn_eval
+
+    @functools.wraps(original)
+    def fuse_conv_bn_eval(conv, bn, transpose=False):
+        if isinstance(bn, BatchChannelNorm2d):
+            raise ValueError(
+                "torch's fuse_conv_bn_eval cannot fold a BCN layer: no single conv computes a "
+                "conv followed by BCN (its channel stage normalizes each sample). Use mmcv's "
+                "fuse_conv_bn(model) (mmbcn keeps the channel stage) or mmbcn.deploy.deploy_model.")
+        if isinstance(conv, WSConv2d):
+            conv = plain_conv(conv).train(conv.training)
+        return original(conv, bn, transpose)
+
+    fusion.fuse_conv_bn_eval = fuse_conv_bn_eval
+    utils.fuse_conv_bn_eval = fuse_conv_bn_eval
+
+
+def _bcn_flops_counter_hook(module: BatchChannelNorm2d, inputs, output) -> None:
+    """mmcv's norm count, twice: the batch stage and the channel stage (each x2 with affine)."""
+    per_stage = inputs[0].numel() * (2 if module.affine else 1)
+    module.__flops__ += int(2 * per_stage)
+
+
+def _patch_mmcv_flops_counter() -> None:
+    module = importlib.import_module('mmcv.cnn.utils.flops_counter')
+    original = module.get_modules_mapping
+
+    @functools.wraps(original)
+    def get_modules_mapping():
+        mapping = original()
+        mapping[WSConv2d] = module.conv_flops_counter_hook
+        mapping[BatchChannelNorm2d] = _bcn_flops_counter_hook
+        return mapping
+
+    module.get_modules_mapping = get_modules_mapping
+
+
+def _refuse_reparameterizing(cls) -> None:
+    """Make ``cls.switch_to_deploy`` refuse an instance holding BCN or WSConv2d."""
+    original = cls.switch_to_deploy
+
+    @functools.wraps(original)
+    def switch_to_deploy(self, *args, **kwargs):
+        names = mmbcn_layer_names(self)
+        if names:
+            raise ReparameterizationError(
+                f'{cls.__name__}.switch_to_deploy folds its norms as BatchNorm and its raw conv '
+                f'weights, which is wrong for BCN and WSConv2d (this module holds {len(names)}, '
+                f'e.g. {names[0]!r}). Keep the training-time structure (deploy=False), or use '
+                f'BN and plain convs in re-parameterized backbones.')
+        return original(self, *args, **kwargs)
+
+    cls.switch_to_deploy = switch_to_deploy
+
+
+def _patch_classes(*names):
+    """A patch refusing re-parameterization for the classes ``names`` of a module."""
+    def patch(module):
+        for name in names:
+            _refuse_reparameterizing(getattr(module, name))
+    return patch
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
@@ -198,7 +300,13 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-AFTER_IMPORT = {'mmpretrain.engine.hooks.precise_bn_hook': _patch_mmpretrain_precise_bn}
+AFTER_IMPORT = {
+    'mmpretrain.engine.hooks.precise_bn_hook': _patch_mmpretrain_precise_bn,
+    'mmpretrain.models.backbones.repvgg': _patch_classes('RepVGGBlock'),
+    'mmpretrain.models.backbones.mobileone': _patch_classes('MobileOneBlock'),
+    'mmpretrain.models.backbones.repmlp': _patch_classes('RepMLPNet'),
+    'mmpretrain.models.backbones.levit': _patch_classes('LeViT'),
+}
 
 
 def _patch_after_import(patches: Dict[str, Callable]) -> None:
@@ -222,5 +330,8 @@ def install() -> None:
     _patch_mmengine_efficient_conv_bn_eval()
     _patch_mmengine_convert_sync_batchnorm()
     _patch_torch_convert_sync_batchnorm()
+    _patch_torch_swa_update_bn()
+    _patch_torch_fuse_conv_bn_eval()
+    _patch_mmcv_flops_counter()
     _patch_after_import(dict(AFTER_IMPORT))
     _installed = True

@@ -191,26 +191,32 @@ class BatchChannelNorm2d(_BatchNorm):
         return F.group_norm(y, self.num_groups, weight, bias, self.eps)
 
     def traced_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The eval-mode forward as two aten ops, for ``torch.jit`` tracing.
+        """The eval-mode forward as two aten ops, for ``torch.jit`` tracing and ``torch.export``.
 
-        Tracers (MMEngine's FLOP counter, TorchScript-based ONNX export) cannot record BCN's
-        autograd Function; in eval mode BCN is exactly BatchNorm with the running statistics
-        followed by the channel stage, so the trace holds ``aten::batch_norm`` and
-        ``aten::group_norm`` (and FLOP counters count BCN as those two). In training mode the
-        running statistics' update and the all-reduce cannot be traced: refused.
+        Tracers (MMEngine's FLOP counter, TorchScript-based ONNX export) and ``torch.export``
+        (the default ONNX exporter) cannot record BCN's autograd Function. In eval mode BCN is
+        exactly BatchNorm with the running statistics followed by the channel stage, so the
+        graph holds ``aten::batch_norm`` and ``aten::group_norm`` (and FLOP counters count BCN
+        as those two). In training mode the running statistics' update and the all-reduce
+        cannot be traced: refused.
         """
         if self.training:
             raise RuntimeError(
-                'BatchChannelNorm2d cannot be traced (torch.jit.trace, FLOP counting) in training '
-                'mode: its statistics update is not traceable. Call model.eval() first; the '
-                'eval-mode trace is exact.')
+                'BatchChannelNorm2d cannot be traced (torch.jit.trace, FLOP counting, '
+                'torch.export) in training mode: its statistics update is not traceable. Call '
+                'model.eval() first; the eval-mode trace is exact.')
         y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                          training=False, momentum=0.0, eps=self.eps)
         return self.channel_stage_forward(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        if torch.jit.is_tracing():
+        if self.running_mean is None or self.running_var is None:
+            raise RuntimeError(
+                'BatchChannelNorm2d has no running statistics (running_mean / running_var are '
+                'None, e.g. after torch.func.replace_all_batch_norm_modules_); BCN has no '
+                'statistics-free mode: keep its buffers.')
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():
             return self.traced_forward(x)
         synchronize = self.training and self.synchronizes()
         if self.training and not self.estimate and not synchronize:

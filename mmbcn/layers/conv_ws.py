@@ -16,12 +16,11 @@ class WSConv2d(nn.Conv2d):
     ``eps_on='std'``; see :func:`mmbcn.ops.weight_standardize`.
 
     The parameters are ``nn.Conv2d``'s (``weight``, ``bias``), so checkpoints of mmcv's
-    ``ConvWS2d`` load unchanged. When no gradient with respect to the weight is needed
-    (eval under ``torch.no_grad``, or frozen stages) the standardized weight is computed once and
-    reused until the weight changes (any in-place update, ``load_state_dict`` included, bumps the
-    tensor's version counter, which is part of the cache key). Under ``torch.jit`` tracing the
-    weight is always standardized, so that the trace (and a FLOP count of it) holds the
-    standardization and does not depend on the cache.
+    ``ConvWS2d`` load unchanged. The weight is standardized at every forward, also in eval: no
+    cache, because OpenMMLab's teacher and moving-average models (mmdet's ``MeanTeacherHook``,
+    MMEngine's ``EMAHook`` and ``ExponentialMovingAverage``, mmpretrain's momentum encoders)
+    update weights through ``.data``, which no cache key can see; standardizing costs
+    O(weights), small next to the convolution.
 
     Args:
         *args, **kwargs: as ``nn.Conv2d``.
@@ -33,9 +32,9 @@ class WSConv2d(nn.Conv2d):
 
     Note:
         Both forms are the authors': the ImageNet and the DeepLabV3 code of the same release
-        differ; the configs that follow a recipe use that recipe's form. mmcv's ``fuse_conv_bn``
-        must not be applied to this layer (it scales the raw filters, which standardization
-        undoes); use ``mmbcn`` deploy conversion.
+        differ; the configs that follow a recipe use that recipe's form. Conv-BN folding must
+        scale the standardized filters, not the raw ones (standardization would undo the
+        scale): ``import mmbcn`` makes mmcv's ``fuse_conv_bn`` do so (:mod:`mmbcn.folding`).
     """
 
     def __init__(self, *args, eps: float = 1e-5, eps_on: str = 'variance', **kwargs):
@@ -53,23 +52,10 @@ class WSConv2d(nn.Conv2d):
                 f'Use a plain conv for this layer.')
         self.eps = eps
         self.eps_on = eps_on
-        self._cache_key = None
-        self._cached_weight = None
 
-    def standardized_weight(self):
-        """The standardized filters, from the cache when no weight gradient is needed."""
-        weight = self.weight
-        if torch.jit.is_tracing():  # the standardization is part of the traced graph
-            return weight_standardize(weight, self.eps, self.eps_on)
-        if weight.requires_grad and torch.is_grad_enabled():
-            self._cache_key = self._cached_weight = None
-            return weight_standardize(weight, self.eps, self.eps_on)
-        key = (weight._version, weight.data_ptr(), weight.dtype, weight.device, self.eps,
-               self.eps_on)
-        if key != self._cache_key:
-            self._cached_weight = weight_standardize(weight.detach(), self.eps, self.eps_on)
-            self._cache_key = key
-        return self._cached_weight
+    def standardized_weight(self) -> torch.Tensor:
+        """The standardized filters the convolution uses (with gradients to ``weight``)."""
+        return weight_standardize(self.weight, self.eps, self.eps_on)
 
     def forward(self, x):
         return self._conv_forward(x, self.standardized_weight(), self.bias)

@@ -74,26 +74,23 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(weight_standardize, (weight,))
 
 
-def test_eval_reuses_the_standardized_weight_until_the_weight_changes():
-    conv = WSConv2d(4, 4, 3).eval()
-    x = torch.randn(1, 4, 5, 5)
-    with torch.no_grad():
-        first = conv(x)
-        cached = conv.standardized_weight()
-        assert conv.standardized_weight() is cached
-        torch.testing.assert_close(conv(x), first)
-        conv.weight.mul_(2).add_(1)  # an in-place update, as an optimizer step makes
-        assert conv.standardized_weight() is not cached
-        torch.testing.assert_close(conv.standardized_weight(), weight_standardize(conv.weight))
-
-
-def test_loading_a_state_dict_invalidates_the_cache():
+@pytest.mark.parametrize('update', ['in_place', 'through_data', 'load_state_dict'])
+def test_eval_sees_every_weight_update(update):
+    """Teachers and moving averages (MeanTeacherHook, EMAHook) write through ``.data``."""
     conv = WSConv2d(4, 4, 3).eval()
     other = WSConv2d(4, 4, 3)
+    x = torch.randn(1, 4, 5, 5)
     with torch.no_grad():
-        conv.standardized_weight()
-        conv.load_state_dict(other.state_dict())
-        torch.testing.assert_close(conv.standardized_weight(), weight_standardize(other.weight))
+        before = conv(x)
+        if update == 'in_place':
+            conv.weight.mul_(2).add_(other.weight)
+        elif update == 'through_data':
+            conv.weight.data.lerp_(other.weight.data, 0.5)
+        else:
+            conv.load_state_dict(other.state_dict())
+        expected = F.conv2d(x, weight_standardize(conv.weight), conv.bias)
+        torch.testing.assert_close(conv(x), expected)
+    assert not torch.allclose(conv(x), before)
 
 
 def test_training_recomputes_with_gradient():

@@ -97,3 +97,25 @@ def test_tracing_in_training_mode_is_a_clear_error():
     layer = BatchChannelNorm2d(8, 2)
     with pytest.raises(RuntimeError, match='Call model.eval'):
         torch.jit.trace(layer, (torch.randn(2, 8, 4, 4), ))
+
+
+def test_mmcv_flop_counter_counts_ws_convs_and_both_bcn_stages():
+    from mmcv.cnn import get_model_complexity_info as mmcv_complexity
+
+    def flops(model):
+        return mmcv_complexity(model, (3, 64, 64), print_per_layer_stat=False,
+                               as_strings=False)[0]
+
+    bcn_ws, bn_plain = resnet18(BCN), resnet18(dict(type='BN'), conv_cfg=None)
+    channel_stages = sum(2 * torch.Size(shape).numel()
+                         for shape in bcn_inputs(bcn_ws, torch.randn(1, 3, 64, 64)).values())
+    assert flops(bcn_ws) == flops(bn_plain) + channel_stages
+
+
+def test_torch_export_of_an_eval_bcn_model_is_exact():
+    model = resnet18(BCN)
+    x = torch.randn(1, 3, 64, 64)
+    exported = torch.export.export(model, (x, ))
+    with torch.no_grad():
+        for got, want in zip(exported.module()(x), model(x)):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

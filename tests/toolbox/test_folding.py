@@ -104,3 +104,32 @@ def test_mmengine_efficient_conv_bn_eval_still_works_on_plain_bn():
     holder = nn.Sequential(model)
     turn_on_efficient_conv_bn_eval(holder, '0')
     torch.testing.assert_close(outputs(holder, x), expected, rtol=1e-9, atol=1e-10)
+
+
+def test_torch_fuse_conv_bn_eval_folds_the_standardized_weight_and_refuses_bcn():
+    from torch.nn.utils import fuse_conv_bn_eval
+
+    model = randomize_bcn(nn.Sequential(WSConv2d(3, 8, 3), nn.BatchNorm2d(8))).double()
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    fused = fuse_conv_bn_eval(model[0], model[1])
+    assert type(fused) is nn.Conv2d
+    torch.testing.assert_close(outputs(fused, x), outputs(model, x), rtol=1e-9, atol=1e-10)
+    with pytest.raises(ValueError, match="cannot fold a BCN layer"):
+        fuse_conv_bn_eval(nn.Conv2d(3, 8, 3).eval(), BatchChannelNorm2d(8, 2).eval())
+
+
+@pytest.mark.parametrize('conv_cfg', [WS, None])
+def test_mmpretrain_reparameterization_refuses_ws_and_bcn(conv_cfg):
+    from mmpretrain.registry import MODELS
+
+    from mmbcn.upstream_patches import ReparameterizationError
+
+    norm_cfg = BN if conv_cfg else dict(type='BCN', num_groups=8)
+    init_default_scope('mmpretrain')
+    block = MODELS.build(dict(type='RepVGG', arch='A0', conv_cfg=conv_cfg,
+                              norm_cfg=norm_cfg)).stem
+    with pytest.raises((ReparameterizationError, AssertionError)):
+        block.switch_to_deploy()
+    if conv_cfg:  # mmpretrain itself only asserts BN norms: WS is mmbcn's refusal
+        with pytest.raises(ReparameterizationError, match='WSConv2d'):
+            block.switch_to_deploy()

@@ -74,3 +74,23 @@ def test_precise_bn_refuses_micro_batch_bcn_and_says_why():
         update_bn_stats(model, loader(), num_samples=16, logger='silent')
     assert 'Remove PreciseBNHook' in str(error.value)
     assert torch.equal(model.backbone.norm1.running_var, before)
+
+
+def test_swa_update_bn_is_exact_for_large_batch_and_refuses_micro_batch_bcn():
+    from torch.optim.swa_utils import update_bn
+
+    batches = [torch.randn(4, 8, 5, 5) + i for i in range(3)]
+    large = nn.Sequential(BatchChannelNorm2d(8, 2))
+    update_bn(batches, large)
+    torch.testing.assert_close(large[0].running_mean,
+                               torch.stack([b.mean((0, 2, 3)) for b in batches]).mean(0))
+    micro = nn.Sequential(BatchChannelNorm2d(8, 2, estimate=True))
+    with pytest.raises(PreciseBNError, match='Skip update_bn'):
+        update_bn(batches, micro)
+
+
+def test_bcn_without_running_statistics_is_a_clear_error():
+    model = nn.Sequential(BatchChannelNorm2d(8, 2))
+    torch.func.replace_all_batch_norm_modules_(model)
+    with pytest.raises(RuntimeError, match='has no running statistics'):
+        model(torch.randn(2, 8, 3, 3))
