@@ -26,3 +26,21 @@ bench: setup
 
 clean-env:
 	rm -rf $(VENV)
+
+# Which normalization for a micro-batch task? The normalization study in small, on CPU: the
+# DeepLabV3 demo task at 2 gloo processes x 1 image, 5 presets x 3 seeds (tools/norm_study.py).
+# study-rate: the same task, BCN+WS with the three ways of setting its update rate r.
+STUDY_CONFIG := configs/study/deeplabv3_r18-d8_bcn-ws_2xb1-study-demo-shapes.py
+STUDY_DATA   := $(PYTHON) -c "from mmbcn.datasets import ensure_demo_data; ensure_demo_data()"
+
+.PHONY: study study-rate
+
+study: setup
+	$(STUDY_DATA)
+	$(PYTHON) tools/norm_study.py $(STUDY_CONFIG) --norms bn syncbn gn gn-ws bcn-ws \
+		--seeds 0 1 2 --gpus 2 --work-dir work_dirs/study
+
+study-rate: setup
+	$(STUDY_DATA)
+	$(PYTHON) tools/norm_study.py $(STUDY_CONFIG) --norms bcn-ws-lr bcn-ws-constant bcn-ws-cma \
+		--seeds 0 1 2 --gpus 2 --work-dir work_dirs/study-rate

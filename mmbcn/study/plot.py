@@ -1,0 +1,63 @@
+"""The study's one summary PNG: training loss, metric and eliminated channels over training.
+
+One panel per quantity, one colour per preset: the mean over its finished seeds at the
+iterations every one of them logged, with a band from the lowest to the highest seed.
+"""
+
+from typing import Dict, List, Sequence, Tuple
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .runs import LOSS_KEY, RunResult  # noqa: E402
+from .table import ELIMINATED_KEY  # noqa: E402
+
+
+def seed_band(curves: Sequence[Sequence[Sequence[float]]]
+              ) -> Tuple[List[float], List[float], List[float], List[float]]:
+    """(iterations, mean, min, max) over several runs' ``[[iteration, value], ...]`` curves, at
+    the iterations all of them have."""
+    tables = [dict((step, value) for step, value in curve) for curve in curves]
+    steps = sorted(set.intersection(*(set(t) for t in tables))) if tables else []
+    values = [[t[step] for t in tables] for step in steps]
+    return (steps, [sum(v) / len(v) for v in values], [min(v) for v in values],
+            [max(v) for v in values])
+
+
+PANELS = ((LOSS_KEY, 'training loss', 1.0), ('metric', None, 1.0),
+          (ELIMINATED_KEY, 'eliminated channels (%)', 100.0))
+
+
+def write_summary_png(results: Sequence[RunResult], presets: Sequence[str], metric_label: str,
+                      path: str, heading: str) -> str:
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(16, 4.6))
+    failed: Dict[str, str] = {}
+    for index, preset in enumerate(presets):
+        finished = [r for r in results if r.preset == preset and r.status == 'ok']
+        if not finished:
+            failed[preset] = 'no run finished'
+            continue
+        colour = f'C{index % 10}'
+        for panel, (key, _, scale) in zip(axes, PANELS):
+            steps, average, low, high = seed_band(
+                [r.curves[key] for r in finished if r.curves.get(key)])
+            if not steps:
+                continue
+            panel.plot(steps, [v * scale for v in average], color=colour,
+                       label=f'{preset} ({len(finished)} seed{"s" if len(finished) > 1 else ""})')
+            panel.fill_between(steps, [v * scale for v in low], [v * scale for v in high],
+                               color=colour, alpha=0.2, linewidth=0)
+    for panel, (_, label, _) in zip(axes, PANELS):
+        panel.set(title=label or metric_label, xlabel='iteration', ylabel=label or metric_label)
+        panel.grid(alpha=0.3)
+        if panel.lines:
+            panel.legend(fontsize=8)
+    note = '; '.join(f'{p}: {why}' for p, why in failed.items())
+    figure.suptitle(heading + (f'\nnot drawn: {note}' if note else '') +
+                    '\nlines: mean over seeds; bands: min-max over seeds')
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

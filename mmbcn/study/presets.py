@@ -1,0 +1,104 @@
+"""The normalization variants a study can swap into a config, by name.
+
+A preset says which norm layer every ``norm_cfg`` of the model becomes, whether the convs of
+those modules are weight-standardized (``WSConv2d``; the preset's name says ``ws``), and, for
+BCN, how its batch stage runs:
+
+* ``'bcn-ws'`` picks BCN's mode from the global batch (images per GPU x GPUs) and the
+  codebase with the rule mmbcn's configs follow (:func:`bcn_micro_batch`);
+* the ``'bcn-ws-<r policy>'`` presets compare ways of setting the update rate r of micro-batch
+  BCN, so they always run micro-batch mode: ``'lr'`` and ``'constant'`` are policies of
+  :class:`mmbcn.engine.BCNUpdateRateHook`, ``'cma'`` is ``momentum=None`` (r_t = 1/t, a
+  cumulative average of the batches seen) without the hook.
+
+These presets are mmbcn's; none of them is a recipe of the BCN authors.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+from .errors import StudyInputError
+
+# mmbcn's configs run BCN large-batch (batch statistics with gradients, synchronized) from a
+# global batch of 8 images up (the DeepLabV3 configs at 8 x 1 and 8 x 2, ImageNet at 128-256)
+# and micro-batch below it (the demos at 2-4 images), except detection: the Mask R-CNN configs
+# run micro-batch at 8 x 2 (the setting of 1-2 images per GPU; see their header).
+LARGE_BATCH_FROM = 8
+
+RATE_HOOK = 'BCNUpdateRateHook'
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One normalization variant.
+
+    Args:
+        name: what ``--norms`` takes.
+        description: one line for the table.
+        norm_type: the registered norm type (``'BN'``, ``'SyncBN'``, ``'GN'``, ``'BCN'``).
+        weight_standardized: convs of the swapped modules become ``WSConv2d``.
+        micro_batch: BCN only: True or False fixes the mode, None takes it from the global batch.
+        norm_options: extra keys of the norm cfg (``momentum=None`` for the cumulative average).
+        rate_hook: the ``BCNUpdateRateHook`` cfg added in micro-batch mode (None: no hook).
+    """
+
+    name: str
+    description: str
+    norm_type: str
+    weight_standardized: bool = False
+    micro_batch: Optional[bool] = None
+    norm_options: Dict = field(default_factory=dict)
+    rate_hook: Optional[Dict] = None
+
+    @property
+    def is_bcn(self) -> bool:
+        return self.norm_type == 'BCN'
+
+    @property
+    def uses_groups(self) -> bool:
+        return self.norm_type in ('GN', 'BCN')
+
+
+MICRO_BATCH_SCOPES = ('mmdet',)
+
+
+def bcn_micro_batch(global_batch: int, scope: Optional[str] = None) -> bool:
+    """Whether BCN runs micro-batch mode (``estimate=True``) for a config of ``scope`` trained
+    at ``global_batch`` images per step (images per GPU x GPUs).
+
+    The rule of mmbcn's configs: micro-batch for detection (``'mmdet'``) and below
+    :data:`LARGE_BATCH_FROM` images per step, large-batch synchronized
+    (``estimate=False, sync_stats=True``) otherwise.
+    """
+    return scope in MICRO_BATCH_SCOPES or global_batch < LARGE_BATCH_FROM
+
+
+PRESETS: Dict[str, Preset] = {p.name: p for p in (
+    Preset('bn', 'BatchNorm, statistics per GPU', 'BN'),
+    Preset('syncbn', 'BatchNorm, statistics over all GPUs (torch SyncBatchNorm)', 'SyncBN'),
+    Preset('gn', 'GroupNorm', 'GN'),
+    Preset('gn-ws', 'GroupNorm + WS', 'GN', weight_standardized=True),
+    Preset('bcn-ws', "BCN + WS, mode from the global batch, the rate hook's defaults", 'BCN',
+           weight_standardized=True, rate_hook=dict(type=RATE_HOOK)),
+    Preset('bcn-ws-lr', "BCN + WS micro-batch, r = 0.1 x lr / base lr (hook policy 'lr')",
+           'BCN', weight_standardized=True, micro_batch=True,
+           rate_hook=dict(type=RATE_HOOK, policy='lr', rate=0.1)),
+    Preset('bcn-ws-constant', "BCN + WS micro-batch, r = 0.1 (hook policy 'constant')", 'BCN',
+           weight_standardized=True, micro_batch=True,
+           rate_hook=dict(type=RATE_HOOK, policy='constant', rate=0.1)),
+    Preset('bcn-ws-cma', 'BCN + WS micro-batch, momentum=None: r = 1/t, no hook', 'BCN',
+           weight_standardized=True, micro_batch=True, norm_options=dict(momentum=None)),
+)}
+
+
+def get_presets(names) -> Tuple[Preset, ...]:
+    """The presets of ``names``, in order; one error naming every unknown one and the valid."""
+    unknown = [name for name in names if name not in PRESETS]
+    if unknown:
+        raise StudyInputError(
+            f'unknown normalization preset(s) {", ".join(map(repr, unknown))}; '
+            f'valid: {", ".join(PRESETS)}')
+    duplicates = sorted({name for name in names if list(names).count(name) > 1})
+    if duplicates:
+        raise StudyInputError(f'preset(s) named twice: {", ".join(duplicates)}; name each once')
+    return tuple(PRESETS[name] for name in names)

@@ -1,0 +1,235 @@
+"""One rule that swaps a preset's normalization into every norm layer of a config.
+
+For a loaded MMEngine config and a :class:`~mmbcn.study.presets.Preset`:
+
+* every dict of ``cfg.model`` (at any depth) whose ``norm_cfg`` is a 2-d feature norm
+  (:data:`FEATURE_NORM_TYPES`) gets the preset's norm cfg; ``requires_grad`` is kept, the group
+  count is the config's own (the first ``num_groups`` among its GN / BCN norm cfgs, else 32);
+  ``norm_cfg=None`` (a module built without norm) and other norm types (LayerNorm, ...) are
+  left as they are and listed;
+* where the preset is weight-standardized, those same dicts get ``conv_cfg=dict(type='WSConv2d')``;
+  where it is not, every WS conv cfg of the model (:data:`WS_CONV_TYPES`) becomes ``None``;
+* BCN's mode: :func:`~mmbcn.study.presets.bcn_micro_batch` of the global batch (images per
+  GPU x GPUs) and the config's scope, unless the preset fixes it;
+* ``custom_hooks``: every ``BCNUpdateRateHook`` is removed; the preset's is added when it runs
+  micro-batch BCN; ``NormStatisticsHook`` is added at the given interval;
+* the run logs through MMEngine's ``LocalVisBackend`` (added when missing, other backends kept),
+  validation scalars at their iteration (``log_metric_by_epoch=False``), and a top-level
+  ``sync_bn`` (MMEngine's converter, which would replace the swapped layers) is removed.
+
+Every change is recorded, key by key, in the returned :class:`Swap`.
+"""
+
+import copy
+import importlib
+from dataclasses import dataclass, field
+from typing import Iterator, List, Optional, Tuple
+
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from torch import nn
+
+from ..layers import BatchChannelNorm2d, WSConv2d
+from .errors import StudyInputError
+from .presets import RATE_HOOK, Preset, bcn_micro_batch
+
+FEATURE_NORM_TYPES = ('BN', 'BN2d', 'BatchNorm2d', 'SyncBN', 'MMSyncBN', 'GN', 'GroupNorm',
+                      'IN', 'IN2d', 'InstanceNorm2d', 'BCN', 'BatchChannelNorm2d')
+WS_CONV_TYPES = ('WSConv2d', 'ConvWS', 'ConvAWS')
+STATS_HOOK = 'NormStatisticsHook'
+DEFAULT_GROUPS = 32
+
+
+@dataclass
+class Swap:
+    """A preset swapped into a config: the new config and what changed.
+
+    Attributes:
+        cfg: the swapped config (a copy; the input is not modified).
+        changes: ``'path: before -> after'``, one line per changed key.
+        left: ``'path: why'`` for norm cfgs the rule leaves alone.
+        images_per_gpu, global_batch: the batch the mode rule saw.
+        bcn_mode: ``'micro-batch'`` or ``'large-batch'`` for BCN presets, else None.
+    """
+
+    cfg: Config
+    changes: List[str] = field(default_factory=list)
+    left: List[str] = field(default_factory=list)
+    images_per_gpu: int = 0
+    global_batch: int = 0
+    bcn_mode: Optional[str] = None
+
+
+def describe(node) -> str:
+    """A short text of a layer cfg: ``GN(num_groups=8, requires_grad=True)``, or ``None``."""
+    if not isinstance(node, dict):
+        return repr(node)
+    options = ', '.join(f'{k}={v!r}' for k, v in node.items() if k != 'type')
+    return f'{node.get("type")}({options})'
+
+
+def _owners(node, key: str, path: str) -> Iterator[Tuple[str, dict]]:
+    """(path, dict) for every dict in a cfg tree that has ``key``, depth first."""
+    if isinstance(node, dict):
+        if key in node:
+            yield path, node
+        for name, value in node.items():
+            yield from _owners(value, key, f'{path}.{name}')
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _owners(value, key, f'{path}[{index}]')
+
+
+def norm_owners(model_cfg) -> Tuple[List[Tuple[str, dict]], List[str]]:
+    """The dicts whose ``norm_cfg`` the rule swaps, and ``'path: why'`` for those it leaves."""
+    swapped, left = [], []
+    for path, owner in _owners(model_cfg, 'norm_cfg', 'model'):
+        norm = owner['norm_cfg']
+        if not isinstance(norm, dict):
+            left.append(f'{path}.norm_cfg: {norm!r} (the module is built without a norm)')
+        elif norm.get('type') not in FEATURE_NORM_TYPES:
+            left.append(f'{path}.norm_cfg: {describe(norm)} (not a 2-d feature norm)')
+        else:
+            swapped.append((path, owner))
+    return swapped, left
+
+
+def config_group_count(owners: List[Tuple[str, dict]]) -> int:
+    """The config's own group count: the first GN / BCN ``num_groups``, else 32."""
+    for _, owner in owners:
+        groups = owner['norm_cfg'].get('num_groups')
+        if groups:
+            return int(groups)
+    return DEFAULT_GROUPS
+
+
+def preset_norm_cfg(preset: Preset, num_groups: int, micro_batch: bool,
+                    requires_grad: bool) -> dict:
+    """The norm cfg of ``preset``: the registered type with its options."""
+    norm = dict(type=preset.norm_type)
+    if preset.uses_groups:
+        norm['num_groups'] = num_groups
+    if preset.is_bcn:
+        norm.update(estimate=micro_batch, sync_stats=True)
+    norm.update(preset.norm_options)
+    norm['requires_grad'] = requires_grad
+    return norm
+
+
+class _Recorder:
+    def __init__(self, swap: Swap):
+        self.swap = swap
+
+    def set(self, owner: dict, key: str, value, path: str) -> None:
+        before = owner.get(key)
+        owner[key] = value
+        if _plain(before) != _plain(value):
+            self.swap.changes.append(f'{path}.{key}: {describe(before)} -> {describe(value)}')
+
+
+def _plain(node):
+    """A cfg node as plain dicts and lists, to compare ConfigDicts with dicts."""
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_plain(v) for v in node]
+    return node
+
+
+def images_per_gpu(cfg: Config) -> int:
+    batch = cfg.get('train_dataloader', {}).get('batch_size')
+    if not isinstance(batch, int) or batch < 1:
+        raise StudyInputError('the config has no train_dataloader.batch_size (images per GPU); '
+                              'the study runs training and needs one')
+    return batch
+
+
+def _swap_convs(swap: Swap, owners, weight_standardized: bool, record: _Recorder) -> None:
+    if weight_standardized:
+        for path, owner in owners:
+            record.set(owner, 'conv_cfg', dict(type='WSConv2d'), path)
+        return
+    for path, owner in _owners(swap.cfg.model, 'conv_cfg', 'model'):
+        conv = owner['conv_cfg']
+        if isinstance(conv, dict) and conv.get('type') in WS_CONV_TYPES:
+            record.set(owner, 'conv_cfg', None, path)
+
+
+def _swap_hooks(swap: Swap, preset: Preset, micro_batch: bool, stats_interval: int) -> None:
+    cfg = swap.cfg
+    before = [_plain(h) for h in cfg.get('custom_hooks', [])]
+    hooks = [h for h in before if h.get('type') not in (RATE_HOOK, STATS_HOOK)]
+    if preset.is_bcn and micro_batch and preset.rate_hook:
+        hooks.append(copy.deepcopy(preset.rate_hook))
+    if stats_interval:
+        hooks.append(dict(type=STATS_HOOK, interval=stats_interval))
+    cfg.custom_hooks = hooks
+    if hooks != before:
+        swap.changes.append(f'custom_hooks: [{", ".join(map(describe, before))}] -> '
+                            f'[{", ".join(map(describe, hooks))}]')
+
+
+def _swap_logging(swap: Swap, record: _Recorder) -> None:
+    cfg = swap.cfg
+    visualizer = cfg.setdefault('visualizer', dict(type='Visualizer'))
+    backends = list(visualizer.get('vis_backends') or [])
+    if not any(backend.get('type') == 'LocalVisBackend' for backend in backends):
+        record.set(visualizer, 'vis_backends', [*backends, dict(type='LocalVisBackend')],
+                   'visualizer')
+    logger = cfg.setdefault('default_hooks', {}).setdefault('logger', dict(type='LoggerHook'))
+    record.set(logger, 'log_metric_by_epoch', False, 'default_hooks.logger')
+    if 'sync_bn' in cfg:
+        swap.changes.append(f'sync_bn: {cfg.sync_bn!r} -> removed')
+        cfg.pop('sync_bn')
+    imports = cfg.setdefault('custom_imports', dict(imports=[], allow_failed_imports=False))
+    if 'mmbcn' not in imports.get('imports', []):
+        record.set(imports, 'imports', [*imports.get('imports', []), 'mmbcn'], 'custom_imports')
+
+
+def swap_config(cfg: Config, preset: Preset, gpus: int, stats_interval: int = 0,
+                num_groups: Optional[int] = None, name: str = 'the config') -> Swap:
+    """``cfg`` with ``preset`` swapped in for a run on ``gpus`` processes (see the module doc).
+
+    Raises:
+        StudyInputError: the model has no norm layer to swap, or no train batch size.
+    """
+    swap = Swap(copy.deepcopy(cfg))
+    owners, swap.left = norm_owners(swap.cfg.get('model'))
+    if not owners:
+        raise StudyInputError(
+            f'{name}: its model has no normalization layer to swap (no norm_cfg of type '
+            f'{", ".join(FEATURE_NORM_TYPES[:7])}, ...); the study compares normalization '
+            f'layers: give it a config whose model has some')
+    swap.images_per_gpu = images_per_gpu(swap.cfg)
+    swap.global_batch = swap.images_per_gpu * gpus
+    micro_batch = preset.micro_batch
+    if micro_batch is None:
+        micro_batch = bcn_micro_batch(swap.global_batch, swap.cfg.get('default_scope'))
+    if preset.is_bcn:
+        swap.bcn_mode = 'micro-batch' if micro_batch else 'large-batch'
+    groups = num_groups or config_group_count(owners)
+    record = _Recorder(swap)
+    for path, owner in owners:
+        requires_grad = owner['norm_cfg'].get('requires_grad', True)
+        record.set(owner, 'norm_cfg',
+                   preset_norm_cfg(preset, groups, micro_batch, requires_grad), path)
+    _swap_convs(swap, owners, preset.weight_standardized, record)
+    _swap_hooks(swap, preset, micro_batch, stats_interval)
+    _swap_logging(swap, record)
+    return swap
+
+
+def built_layers(cfg: Config) -> dict:
+    """How many layers of each norm and conv class the config's model builds: the check that no
+    norm layer escaped the rule (one built from a module's default instead of a norm_cfg)."""
+    init_default_scope(cfg.default_scope)
+    model = importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(cfg.model)
+    kinds = (BatchChannelNorm2d, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
+             nn.modules.instancenorm._InstanceNorm, WSConv2d, nn.Conv2d)
+    counts = {}
+    for module in model.modules():
+        kind = next((k for k in kinds if isinstance(module, k)), None)
+        if kind is not None:
+            name = type(module).__name__
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
