@@ -126,18 +126,24 @@ class RandomStateHook(Hook):
         os.makedirs(osp.dirname(path), exist_ok=True)
         state = dict(iter=runner.iter, experiment=runner.experiment_name)
         torch.save(dict(state, **capture_random_state()), path)
-        self._remove_orphans(path, osp.dirname(checkpoint))
+        self._remove_orphans(runner, kept=path)
+
+    def after_train(self, runner) -> None:
+        self._remove_orphans(runner)
 
     @staticmethod
-    def _remove_orphans(kept: str, checkpoint_dir: str) -> None:
-        """Delete this rank's other saved states whose checkpoint is gone (``max_keep_ckpts``).
+    def _remove_orphans(runner, kept: Optional[str] = None) -> None:
+        """Delete this rank's saved states whose checkpoint is gone (``max_keep_ckpts``).
 
         ``kept``, just written, stays: rank 0 may still be writing its checkpoint.
         """
+        latest = runner.message_hub.get_info('last_ckpt')
+        if latest is None:
+            return
         suffix = f'_rank{get_rank()}.pt'
-        for path in glob.glob(osp.join(osp.dirname(kept), f'*{suffix}')):
+        for path in glob.glob(osp.join(runner.work_dir, STATE_DIR, f'*{suffix}')):
             stem = osp.basename(path)[:-len(suffix)]
-            if path != kept and not osp.exists(osp.join(checkpoint_dir, f'{stem}.pth')):
+            if path != kept and not osp.exists(osp.join(osp.dirname(latest), f'{stem}.pth')):
                 os.remove(path)
 
     # -- restoring --

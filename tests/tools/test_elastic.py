@@ -14,6 +14,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
@@ -26,6 +27,7 @@ from mmbcn.runner import restarts
 from mmbcn.runner.checkpoint import allow_training_checkpoints
 
 SEG_DEMO = osp.join(ROOT, 'configs/demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py')
+CLS_DEMO = osp.join(ROOT, 'configs/demo/resnet18_bcn-ws_1xb16-demo-shapes.py')
 # 8 iterations, a checkpoint every 3; no validation (it adds time and nothing to compare).
 SCHEDULE = """
 train_cfg = dict(max_iters=8, val_interval=100)
@@ -54,7 +56,9 @@ def seg_config(tmp_path, name, *hooks):
 
 
 def dist_train(config, work_dir, **env):
-    environ = dict(os.environ, PORT=str(free_port()), PYTHONPATH=HELPERS, PYTHON=sys.executable,
+    """tools/dist_train.sh CONFIG 2; MAX_RESTARTS as the script's default unless given."""
+    environ = {k: v for k, v in os.environ.items() if k != 'MAX_RESTARTS'}
+    environ.update(PORT=str(free_port()), PYTHONPATH=HELPERS, PYTHON=sys.executable,
                    **{key: str(value) for key, value in env.items()})
     return subprocess.run(['bash', osp.join(ROOT, 'tools/dist_train.sh'), config, '2',
                            '--work-dir', str(work_dir)], cwd=ROOT, env=environ,
@@ -114,6 +118,45 @@ def test_a_worker_that_always_dies_ends_the_run_after_max_restarts(tmp_path, dem
     assert 'kill_hook: attempt 2,' not in result.stdout
     assert 'train.py failed (torchrun exit code 1) after MAX_RESTARTS=1 restart(s)' in (
         result.stderr)
+
+
+def test_slurm_requeued_epoch_based_run_resumes_and_ends_bit_equal(tmp_path, demo_data):
+    """SLURM_RESTART_COUNT alone makes tools/train.py resume (one process: no Slurm here); the
+    epoch-based loop needs the saved random state (augmentations) to come out exact."""
+    config = tmp_path / 'cls.py'
+    config.write_text(f"_base_ = '{CLS_DEMO}'\n" + textwrap.dedent("""
+        custom_imports = dict(imports=['mmbcn', 'mmbcn.datasets.checked_imagenet',
+                                       'state_dump_hook'], allow_failed_imports=False)
+        train_dataloader = dict(dataset=dict(indices=48))  # 3 iterations of 16 per epoch
+        train_cfg = dict(by_epoch=True, max_epochs=3, val_interval=100)
+        val_cfg, val_dataloader, val_evaluator = None, None, None
+        param_scheduler = dict(type='MultiStepLR', by_epoch=True, milestones=[2], gamma=0.1)
+        """))
+    crashing = tmp_path / 'crashing.py'
+    crashing.write_text("_base_ = './cls.py'\n"
+                        "custom_hooks = [dict(type='StateDumpHook', crash_after_iter=8)]\n")
+
+    def train(config, work_dir, **env):
+        environ = {k: v for k, v in os.environ.items() if k not in restarts.RESTART_VARIABLES}
+        return subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'), str(config),
+                               '--work-dir', str(tmp_path / work_dir)], cwd=ROOT,
+                              env=dict(environ, PYTHONPATH=HELPERS, **env), capture_output=True,
+                              text=True, timeout=600)
+
+    assert train(config, 'whole').returncode == 0
+    assert train(crashing, 'requeued').returncode == 17  # in epoch 3, after epoch_2.pth
+    result = train(config, 'requeued', SLURM_RESTART_COUNT='1')
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    assert f'Restart 1: resuming from {tmp_path / "requeued" / "epoch_2.pth"}' in log
+    assert 'Random state of iteration 6 restored' in log
+
+    allow_training_checkpoints()
+    final = [torch.load(tmp_path / run / 'epoch_3.pth', weights_only=True)
+             for run in ('whole', 'requeued')]
+    assert final[0]['meta']['iter'] == final[1]['meta']['iter'] == 9
+    for part in ('state_dict', 'optimizer', 'param_schedulers'):
+        assert_equal_trees(final[0][part], final[1][part], part)
 
 
 def save_checkpoint(path, seed=7, mtime=None):
