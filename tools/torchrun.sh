@@ -8,7 +8,9 @@
 # attempt from TORCHELASTIC_RESTART_COUNT. The c10d rendezvous on MASTER_ADDR:PORT (hosted by
 # the agent of NODE_RANK 0) lets the group form again; ranks are given out in the order the
 # nodes join, so NODE_RANK only says which node hosts it. RDZV_ID names the run (default:
-# mmbcn-PORT); every node of one run must use the same.
+# mmbcn-PORT); every node of one run must use the same. The workers reach rank 0 at its node's
+# host name; where that does not resolve to the right network, set LOCAL_ADDR on each node to
+# the address the others reach it at.
 set -euo pipefail
 NPROC=$1
 RESTARTS=$2
@@ -32,6 +34,7 @@ export PYTHONPATH="$HERE/..:${PYTHONPATH:-}" OMP_NUM_THREADS=${OMP_NUM_THREADS:-
     --nnodes="${NNODES:-1}" --nproc_per_node="$NPROC" --max-restarts="$RESTARTS" \
     --rdzv-backend=c10d --rdzv-endpoint="${MASTER_ADDR:-127.0.0.1}:$PORT" \
     --rdzv-id="${RDZV_ID:-mmbcn-$PORT}" --rdzv-conf="is_host=$IS_HOST" \
+    ${LOCAL_ADDR:+--local-addr="$LOCAL_ADDR"} \
     "$SCRIPT" "$@" --launcher pytorch &
 TORCHRUN=$!
 trap 'kill -TERM "$TORCHRUN" 2>/dev/null' TERM INT HUP  # a stopped launch stops torchrun

@@ -64,8 +64,8 @@ def test_two_torchrun_nodes_form_one_group_through_the_c10d_rendezvous(tmp_path)
     script = tmp_path / 'node.py'
     script.write_text(NODE_SCRIPT)
     torchrun = osp.join(ROOT, 'tools/torchrun.sh')
-    env = dict(os.environ, NNODES='2', MASTER_ADDR='127.0.0.1', PORT=str(free_port()),
-               PYTHON=sys.executable)
+    env = dict(os.environ, NNODES='2', MASTER_ADDR='127.0.0.1', LOCAL_ADDR='127.0.0.1',
+               PORT=str(free_port()), PYTHON=sys.executable)
     nodes = [subprocess.Popen(['bash', torchrun, '1', '2', str(script)],
                               env=dict(env, NODE_RANK=str(rank)), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
