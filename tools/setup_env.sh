@@ -50,6 +50,9 @@ step "OpenMMLab stack"
 
 step "mmbcn (editable) with test tools"
 "${PIP[@]}" --no-build-isolation -e ".[tests]"
+# Scripts that import torchvision before reading any mmbcn config (mmseg's get_flops.py) need
+# mmbcn.torchvision_compat from the interpreter's start: a .pth file in site-packages.
+"$PY" -c 'from mmbcn.torchvision_compat import write_startup_file; print(write_startup_file())'
 
 step "checking that every installed package has what it requires"
 # Every requirement of every package met at the pinned versions (a package whose own pins

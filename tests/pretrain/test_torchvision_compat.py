@@ -26,3 +26,16 @@ def test_mmpretrain_imports_after_mmbcn_and_missing_ops_are_refused_not_faked():
         """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] in ('torchvision ops load', 'refused')
+
+
+def test_torchvision_imports_from_the_start_without_mmbcn():
+    """The startup file tools/setup_env.sh writes: mmseg's get_flops.py imports mmseg.models
+    (mmdet, torchvision) before it reads a config."""
+    result = run("""
+        import sys
+        import mmseg.models  # noqa: F401
+        import torchvision  # noqa: F401
+        print('mmbcn imported:', 'mmbcn' in sys.modules)
+        """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == 'mmbcn imported: False'
