@@ -15,8 +15,9 @@ matches its torch, the finder does nothing.
 Scripts that import torchvision before any mmbcn config is read (mmseg's
 ``tools/analysis_tools/get_flops.py`` imports ``mmseg.models``, hence mmdet and torchvision,
 first) need the finder from the interpreter's start: :func:`write_startup_file` (run by
-``tools/setup_env.sh``) writes a ``.pth`` file into site-packages that loads this file alone, by its path, without importing mmbcn or torch, and calls :func:`install`.
-This module imports torch only when torchvision is first imported.
+``tools/setup_env.sh``) writes a ``.pth`` file into site-packages that loads this file alone,
+by its path, without importing mmbcn or torch, and calls :func:`install`. This module imports
+torch only when torchvision is first imported.
 """
 
 import glob
