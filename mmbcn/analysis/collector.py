@@ -20,6 +20,10 @@ figures**:
   DDP optimizes, ``(1 / R) sum_r L_r``, with respect to the whole global batch's stage output.
   Over several backward passes it is the root mean square over them. With AMP the gradients
   include the loss scale.
+
+Activation checkpointing (mmdet's ``with_cp=True``) runs a block's forward again during the
+backward; the hooks see that second forward too, so its layers' values are counted twice (the
+fractions and margins are unchanged when both forwards see the same values).
 """
 
 from typing import Dict, List, Mapping, Optional

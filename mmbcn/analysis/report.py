@@ -2,7 +2,8 @@
 ``norm_statistics.png`` (a matplotlib ``Figure`` drawn to PNG: no display needed).
 
 The picture has three panels: the eliminated fraction of every normalization layer in forward
-order (coloured by what the layer feeds), the distribution of the channels' margins
+order (coloured by what the layer feeds; faint where it does not feed an activation) with its
+constant fraction as crosses, the distribution of the channels' margins
 ``mu_c / sigma_c`` per layer (box: 10th to 90th percentile, line: median, dots: 1st
 percentile; constant channels left out), and the sample similarity at each stage output.
 """
@@ -97,13 +98,19 @@ def plot(result: dict, title: str = ''):
     eliminated, margins, similarity = figure.subplots(3, 1)
     positions = list(range(len(names)))
     colours = [FEED_COLOURS[layer['feeds']] for layer in layers]
-    eliminated.bar(positions, [layer['eliminated_fraction'] for layer in layers], color=colours)
-    eliminated.set_ylabel('eliminated fraction')
-    eliminated.set_ylim(0, 1)
+    for position, layer, colour in zip(positions, layers, colours):
+        eliminated.bar(position, layer['eliminated_fraction'], color=colour,
+                       alpha=1.0 if layer['feeds'] == 'activation' else 0.35)
+    eliminated.plot(positions, [layer['constant_fraction'] for layer in layers], 'kx', ms=4)
+    eliminated.set_ylabel('eliminated fraction (bars)\nconstant fraction (x)')
+    eliminated.set_ylim(0, 1.05)
     eliminated.legend(handles=[Patch(color=c, label=f'feeds {k}') for k, c in
                                FEED_COLOURS.items() if k in {layer['feeds'] for layer in layers}],
                       fontsize='small')
-    eliminated.set_title(title or 'normalization layers, forward order')
+    if title:
+        figure.suptitle(title)
+    eliminated.set_title('normalization layers in forward order (elimination matters where a '
+                         'layer feeds an activation)', fontsize='medium')
     for position, layer, colour in zip(positions, layers, colours):
         values = _margins(layer)
         if not values:
