@@ -85,24 +85,21 @@ class RandomStateHook(Hook):
 
     # -- saving: note each new checkpoint, save the state where a resumed run continues --
     def before_train(self, runner) -> None:
-        self._seen_checkpoint = runner.message_hub.get_info('last_ckpt')
+        self._seen_checkpoint = runner.message_hub.get_info('last_ckpt')  # resumed: not new
         if self.resume_from is not None and runner.iter == 0:
             self.resume_from = None  # loaded weights only, nothing to continue
 
     def _note_checkpoint(self, runner) -> None:
+        """Every rank learns of a new checkpoint from the message hub (only rank 0 writes it)."""
         latest = runner.message_hub.get_info('last_ckpt')
         if latest is not None and latest != self._seen_checkpoint:
             self._seen_checkpoint = latest
             self._pending.append(latest)
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        self._note_checkpoint(runner)
-
-    def after_train_epoch(self, runner) -> None:
-        self._note_checkpoint(runner)
-
     def after_val_epoch(self, runner, metrics=None) -> None:
-        self._note_checkpoint(runner)  # a best-metric checkpoint
+        # Before the CheckpointHook (lower priority) may save a best-metric checkpoint here:
+        # note the regular one saved since the last iteration or epoch.
+        self._note_checkpoint(runner)
 
     def _continue_point(self, runner) -> None:
         self._note_checkpoint(runner)

@@ -132,7 +132,7 @@ def resume_point(cfg) -> Optional[str]:
     if dist.is_initialized():
         dist.broadcast_object_list(decision, src=0)
     path, seed, note = decision[0]
-    if note:
+    if note and get_rank() == 0:
         print_log(note, logger='current')
     if path is None:
         return None
