@@ -3,9 +3,9 @@
 
 The picture has three panels: the eliminated fraction of every normalization layer in forward
 order (coloured by what the layer feeds; faint where it does not feed an activation) with its
-constant fraction as crosses, the distribution of the channels' margins
-``mu_c / sigma_c`` per layer (box: 10th to 90th percentile, line: median, dots: 1st
-percentile; constant channels left out), and the sample similarity at each stage output.
+constant fraction as crosses; the distribution of the channels' margins ``mu_c / sigma_c`` per
+layer (symmetric log scale; box: 10th to 90th percentile, line: median, dot: 1st percentile;
+constant channels left out); and the sample similarity at each stage output.
 """
 
 import io
@@ -120,6 +120,7 @@ def plot(result: dict, title: str = ''):
         margins.plot([position - 0.4, position + 0.4], [q[50]] * 2, color='black', lw=1)
         margins.plot(position, q[1], '.', color=colour)
     margins.axhline(0, color='black', lw=0.5)
+    margins.set_yscale('symlog', linthresh=1.0)  # linear within +-1, logarithmic beyond
     margins.set_ylabel('channel margin mu / sigma\n(box p10-p90, line p50, dot p1)')
     for axis in (eliminated, margins):
         axis.set_xticks(positions)
