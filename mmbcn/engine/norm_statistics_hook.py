@@ -40,10 +40,11 @@ class NormStatisticsHook(Hook):
     * per ResNet stage ``<stage>`` (``layer1`` ...): ``norm/<stage>/sample_similarity`` and
       ``norm/<stage>/grad_norm``.
 
-    A figure that is not defined at a step (NaN: no pair of samples, no backward) is not
-    logged. Distributed: every process collects its share and, after one all-reduce of sums,
-    every process holds and logs identical figures of the global batch
-    (:mod:`mmbcn.analysis.collector`); the visualizer writes on rank 0.
+    A figure that is not defined at a step is not logged: the sample similarity without a pair
+    of samples, the gradient norm of a stage whose output needs no gradient (a frozen stage:
+    mmdet's ``frozen_stages=1`` freezes ``layer1``). Distributed: every process collects its
+    share and, after one all-reduce of sums, every process holds and logs identical figures of
+    the global batch (:mod:`mmbcn.analysis.collector`); the visualizer writes on rank 0.
 
     Args:
         interval: measure every ``interval`` iterations (when ``(iter + 1) % interval == 0``).
