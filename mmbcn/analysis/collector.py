@@ -218,7 +218,8 @@ class NormStatisticsCollector:
         sums = self.sums.get(name)
         if sums is None:
             sums = torch.zeros(4, num_channels(self.layers[name]), dtype=torch.float64)
-        return channel_figures(sums, threshold, constant_tolerance)
+        # (4, C) values: one copy to the host, then no device sync per figure
+        return channel_figures(sums.cpu(), threshold, constant_tolerance)
 
     def layer_statistics(self, threshold: float = DEFAULT_THRESHOLD,
                          constant_tolerance: float = DEFAULT_CONSTANT_TOLERANCE,
