@@ -7,7 +7,9 @@ all). Then, each in a fresh interpreter that never imports mmbcn itself (the con
 ``analysis_tools/get_flops.py`` from their installed packages (``<pkg>/.mim/tools``), what mmdet's
 ``benchmark.py --fuse-conv-bn`` does to the model, and the inference APIs (``init_detector`` /
 ``inference_detector`` / ``DetInferencer``, ``init_model`` / ``inference_model`` /
-``MMSegInferencer``, ``get_model`` / ``ImageClassificationInferencer``).
+``MMSegInferencer``, ``get_model`` / ``ImageClassificationInferencer``). mmseg 1.2.2's own
+``get_flops.py`` fails on every model (it passes both an input shape and inputs to MMEngine's
+counter), so its steps are run here with the inputs alone.
 """
 
 import copy
@@ -95,7 +97,7 @@ def test_the_packages_own_test_script_evaluates_an_mmbcn_checkpoint(trained, pac
     assert 'Unsupported global' not in out
 
 
-@pytest.mark.parametrize('package', DEMOS)
+@pytest.mark.parametrize('package', ['mmdet', 'mmpretrain'])
 def test_the_packages_own_get_flops_counts_the_bcn_model(package, trained):
     config = trained[package][0]
     shape = ['--num-images', '2'] if package == 'mmdet' else ['--shape', '64', '64']
@@ -103,6 +105,24 @@ def test_the_packages_own_get_flops_counts_the_bcn_model(package, trained):
                *shape])
     assert 'Flops' in out and 'Params' in out
     assert 'unordered_map' not in out
+
+
+def test_what_mmseg_get_flops_does_counts_the_bcn_segmentor(trained):
+    """mmseg 1.2.2's get_flops.py passes both ``input_shape`` and ``inputs`` to MMEngine's
+    counter, which refuses that for every model, BN ones included; this runs its steps with
+    ``inputs`` alone: the model from the config, eval mode, the preprocessed random image."""
+    from mmengine.analysis import get_model_complexity_info
+    from mmseg.structures import SegDataSample
+
+    cfg = Config.fromfile(osp.join(ROOT, trained['mmseg'][0]))
+    model = build_model(cfg)
+    model.auxiliary_head = None
+    data = model.data_preprocessor({'inputs': [torch.rand(3, 64, 64)], 'data_samples': [
+        SegDataSample(metainfo=dict(ori_shape=(64, 64), pad_shape=(64, 64)))]})
+    model.eval()
+    info = get_model_complexity_info(model, inputs=data['inputs'], show_table=False,
+                                     show_arch=False)
+    assert info['flops'] > 0 and info['params'] > 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),
@@ -117,27 +137,30 @@ def test_mmdet_benchmark_with_fuse_conv_bn_runs_on_the_bcn_model(trained):
 
 def test_fuse_conv_bn_on_the_trained_detector_keeps_its_detections(trained):
     """What ``benchmark.py --fuse-conv-bn`` does to the model (``mmdet.utils.benchmark``),
-    on the trained checkpoint, in float64: the same boxes and scores."""
+    on the trained checkpoint: the same features in float64, the same detections in float32
+    (mmcv's RoIAlign runs in float32)."""
     config, checkpoint, _, _ = trained['mmdet']
     cfg = Config.fromfile(osp.join(ROOT, config))
     model = build_model(cfg)
     load_checkpoint(model, checkpoint, map_location='cpu')
     model = model.double().eval()
     image = torch.rand(1, 3, 96, 96, dtype=torch.float64) * 255
+    fused = fuse_conv_bn(copy.deepcopy(model))
     sample = DetDataSample(metainfo=dict(img_shape=(96, 96), ori_shape=(96, 96),
                                          scale_factor=(1.0, 1.0), batch_input_shape=(96, 96)))
     with torch.no_grad():
         features = model.extract_feat(image)
-        fused = fuse_conv_bn(copy.deepcopy(model))
         fused_features = fused.extract_feat(image)
     assert not any(isinstance(m, BatchChannelNorm2d) for m in fused.modules())
     for got, want in zip(fused_features, features):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    model, fused, image = model.float(), fused.float(), image.float()
     with torch.no_grad():
         want = model.predict(image, [sample.clone()])[0].pred_instances
         got = fused.predict(image, [sample.clone()])[0].pred_instances
-    torch.testing.assert_close(got.scores, want.scores, rtol=1e-7, atol=1e-9)
-    torch.testing.assert_close(got.bboxes, want.bboxes, rtol=1e-7, atol=1e-7)
+    assert len(want) > 0
+    torch.testing.assert_close(got.scores, want.scores, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(got.bboxes, want.bboxes, rtol=1e-3, atol=1e-2)
 
 
 INFERENCE = {
@@ -162,13 +185,13 @@ INFERENCE = {
                               outputs=int(api.shape[0]))))
     """,
     'mmpretrain': """
-        from mmpretrain import ImageClassificationInferencer, get_model, inference_model
+        from mmpretrain import ImageClassificationInferencer, get_model
         model = get_model(CONFIG, pretrained=CHECKPOINT, device='cpu')
-        api = inference_model(model, IMAGE)
+        api = ImageClassificationInferencer(model=model)(IMAGE)[0]
         inferencer = ImageClassificationInferencer(model=CONFIG, pretrained=CHECKPOINT,
                                                    device='cpu')
         other = inferencer(IMAGE)[0]
-        same = abs(api['pred_score'] - other['pred_score']) < 1e-5
+        same = bool(np.allclose(api['pred_scores'], other['pred_scores'], atol=1e-5))
         print(json.dumps(dict(classes=model.dataset_meta['classes'],
                               count=len(other['pred_scores']), same=bool(same),
                               outputs=len(other['pred_scores']))))
@@ -181,6 +204,7 @@ def test_the_inference_apis_load_an_mmbcn_checkpoint(trained, package):
     config, checkpoint, _, _ = trained[package]
     script = textwrap.dedent(f"""
         import json, sys
+        import numpy as np
         import torch
         CONFIG, CHECKPOINT, IMAGE = {osp.join(ROOT, config)!r}, {checkpoint!r}, {
             first_image(package)!r}
