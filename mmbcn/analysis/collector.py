@@ -26,7 +26,8 @@ backward; the hooks see that second forward too, so its layers' values are count
 fractions and margins are unchanged when both forwards see the same values).
 """
 
-from typing import Dict, List, Mapping, Optional
+import math
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -97,7 +98,9 @@ class NormStatisticsCollector:
         """Forget every sum (the hooks stay attached)."""
         self.sums: Dict[str, torch.Tensor] = {}
         self.pairs: Dict[str, torch.Tensor] = {}  # stage -> (pair cosine sum, pair count)
-        self.pending: Dict[str, List[torch.Tensor]] = {stage: [] for stage in self.stages}
+        # stage -> [(feature shape of a sample, unit_sample_sums)] of the batch being run
+        self.pending: Dict[str, List[Tuple[tuple, torch.Tensor]]] = {
+            stage: [] for stage in self.stages}
         self.grad_squares: Dict[str, torch.Tensor] = {}  # stage -> (sum ||g||^2, backwards)
         self.processes = 1  # how many processes' sums these are
 
@@ -139,7 +142,7 @@ class NormStatisticsCollector:
         def hook(module, inputs, output):
             if not isinstance(output, torch.Tensor) or output.shape[0] == 0:
                 return
-            self.pending[stage].append(unit_sample_sums(output))
+            self.pending[stage].append((tuple(output.shape[1:]), unit_sample_sums(output)))
             if output.requires_grad:
                 output.register_hook(self._grad_hook(stage))
         return hook
@@ -161,7 +164,7 @@ class NormStatisticsCollector:
             self._fold_across_processes()
         else:
             for stage, items in self.pending.items():
-                for unit_sums in items:
+                for _, unit_sums in items:
                     self._add_pairs(stage, pair_sums(unit_sums))
         self.pending = {stage: [] for stage in self.stages}
 
@@ -169,18 +172,18 @@ class NormStatisticsCollector:
         self.pairs[stage] = pairs if stage not in self.pairs else self.pairs[stage] + pairs
 
     def _fold_across_processes(self) -> None:
-        local = {stage: [int(t.numel()) for t in items] for stage, items in self.pending.items()}
+        local = {stage: [shape for shape, _ in items] for stage, items in self.pending.items()}
         gathered: List[Optional[dict]] = [None] * _world_size(self.group)
         dist.all_gather_object(gathered, local, group=self.group)
         device = self._device()
         for stage in sorted(self.stages):
             items = self.pending[stage]
-            lists = [sizes.get(stage, []) for sizes in gathered]
-            for k in range(max(len(sizes) for sizes in lists)):
-                for size in sorted({sizes[k] for sizes in lists if len(sizes) > k}):
-                    mine = k < len(items) and items[k].numel() == size
-                    buffer = items[k].to(device) if mine else torch.zeros(
-                        size, dtype=torch.float64, device=device)
+            lists = [shapes.get(stage, []) for shapes in gathered]
+            for k in range(max(len(shapes) for shapes in lists)):
+                for shape in sorted({shapes[k] for shapes in lists if len(shapes) > k}):
+                    mine = k < len(items) and items[k][0] == shape
+                    buffer = items[k][1].to(device) if mine else torch.zeros(
+                        math.prod(shape) + 2, dtype=torch.float64, device=device)
                     dist.all_reduce(buffer, group=self.group)
                     self._add_pairs(stage, pair_sums(buffer))
 

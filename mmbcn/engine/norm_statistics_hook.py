@@ -11,9 +11,9 @@ from ..analysis import NormStatisticsCollector
 from ..analysis.collector import NO_NORMALIZATION
 from ..analysis.measures import DEFAULT_CONSTANT_TOLERANCE, DEFAULT_THRESHOLD
 
-# benchmarks/bench_norm_hook.py on the demo segmentation config (2-core CPU): a measured step
-# costs 4 % more than a plain one, +0.08 % per step at 1 in 50. 50 leaves room below the 2 %
-# budget for machines where a step is much shorter than the measurement's fixed costs (GPUs).
+# benchmarks/bench_norm_hook.py on the demo segmentation config (2-core CPU, two runs): a
+# measured step costs 1-4 % more than a plain one, +0.02-0.08 % per step at 1 in 50. 50 leaves
+# room below the 2 % budget where a step is much shorter than the measurement's fixed costs.
 DEFAULT_INTERVAL = 50
 MODEL_KEYS = ('eliminated_fraction', 'constant_fraction', 'margin_p10',
               'max_layer_eliminated_fraction')

@@ -6,7 +6,7 @@ import pytest
 import torch
 from dist_utils import run_in_processes
 
-from mmbcn.analysis import NormStatisticsCollector
+from mmbcn.analysis import NormStatisticsCollector, norm_statistics
 
 SAMPLES = 2  # one per process: every pair of samples spans the two processes
 
@@ -42,9 +42,22 @@ def measure(model, inputs, loss_weights):
                 model=collector.model_statistics())
 
 
+def batch_of_size(rank):
+    """Two images per process, 32x32 on rank 0 and 64x64 on rank 1."""
+    generator = torch.Generator().manual_seed(2 + rank)
+    size = 32 * (rank + 1)
+    return torch.randn(2, 3, size, size, generator=generator, dtype=torch.float64)
+
+
 def worker(rank, world_size):
     # each process: its sample, and its loss L_r (DDP then optimizes the mean of the L_r)
-    return measure(eval_resnet(), batch()[rank:rank + 1], torch.ones(1, dtype=torch.float64))
+    model = eval_resnet()
+    same_size = measure(model, batch()[rank:rank + 1], torch.ones(1, dtype=torch.float64))
+    collector = NormStatisticsCollector(model)
+    with torch.no_grad(), collector:
+        model(batch_of_size(rank))
+    collector.end_batch()
+    return same_size, collector.stage_statistics()
 
 
 def assert_same(left, right, rel):
@@ -65,7 +78,7 @@ def assert_same(left, right, rel):
 
 
 def test_two_processes_give_both_ranks_the_global_batch():
-    rank0, rank1 = run_in_processes(worker, 2)
+    (rank0, mixed0), (rank1, mixed1) = run_in_processes(worker, 2)
     assert_same(rank0, rank1, rel=0)  # identical on every rank
     # one process with the whole batch, loss (L_0 + L_1) / 2: the loss DDP optimizes
     reference = measure(eval_resnet(), batch(), torch.full((SAMPLES, ), 0.5, dtype=torch.float64))
@@ -73,3 +86,10 @@ def test_two_processes_give_both_ranks_the_global_batch():
     for stage in rank0['stages'].values():
         assert stage['sample_pairs'] == 2  # pairs across the two processes
         assert 'grad_norm' in stage
+    # feature maps of different shapes on the two processes: pairs only within each shape
+    assert_same(mixed0, mixed1, rel=0)
+    separate = norm_statistics(eval_resnet(), [batch_of_size(0), batch_of_size(1)])['stages']
+    for stage, figures in mixed0.items():
+        assert figures['sample_pairs'] == 2 + 2
+        assert figures['sample_similarity'] == pytest.approx(
+            separate[stage]['sample_similarity'], rel=1e-9)
