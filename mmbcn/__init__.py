@@ -4,7 +4,7 @@ Importing this package registers into MMEngine's root registries (so the ``mmdet
 ``mmseg`` scopes find them too):
 
 * ``MODELS``: ``'BCN'`` / ``'BatchChannelNorm2d'`` (a norm layer) and ``'WSConv2d'`` (a conv);
-* ``HOOKS``: ``'BCNUpdateRateHook'``.
+* ``HOOKS``: ``'BCNUpdateRateHook'`` and ``'NormStatisticsHook'``.
 
 It also makes MMEngine checkpoints load with ``weights_only=True`` wherever OpenMMLab loads
 them (:mod:`mmbcn.checkpoints`), and makes mmcv's and MMEngine's conv-BN folding right for BCN

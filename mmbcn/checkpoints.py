@@ -66,8 +66,9 @@ def _numpy_globals():
     return entries
 
 
-def _load_local(filename: str, map_location=None):
-    """MMEngine's local-file loader, weights-only, with a refusal that names the fix."""
+def load_from_local(filename: str, map_location=None):
+    """MMEngine's local-file loader, weights-only, with a refusal that names the fix (the name
+    is MMEngine's: its log line reads the backend from it)."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
@@ -81,7 +82,7 @@ def install() -> None:
         return
     copyreg.pickle(HistoryBuffer, _reduce_history_buffer)
     torch.serialization.add_safe_globals([HistoryBuffer, *_numpy_globals()])
-    CheckpointLoader.register_scheme(prefixes='', loader=_load_local, force=True)
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
     _installed = True
 
 

@@ -192,7 +192,7 @@ INFERENCE = {
                                                    device='cpu')
         other = inferencer(IMAGE)[0]
         same = bool(np.allclose(api['pred_scores'], other['pred_scores'], atol=1e-5))
-        print(json.dumps(dict(classes=model.dataset_meta['classes'],
+        print(json.dumps(dict(classes=list(inferencer.classes),
                               count=len(other['pred_scores']), same=bool(same),
                               outputs=len(other['pred_scores']))))
     """,
