@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import os.path as osp
+import uuid
 
 import pytest
 import torch
@@ -62,7 +63,7 @@ def runner_cfg(work_dir, model, hook, iters=4, batch_size=2, **extra):
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
         custom_hooks=[hook], default_hooks=dict(checkpoint=None, logger=None),
         visualizer=dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')]),
-        default_scope=None, **extra)
+        default_scope=None, experiment_name=f'norm-stats-{uuid.uuid4().hex}', **extra)
 
 
 def read_scalars(work_dir):

@@ -171,8 +171,8 @@ INFERENCE = {
         inferencer = DetInferencer(model=CONFIG, weights=CHECKPOINT, device='cpu')
         other = inferencer(IMAGE, return_datasamples=True)['predictions'][0].pred_instances
         same = bool(torch.allclose(api.scores, other.scores, atol=1e-5))
-        print(json.dumps(dict(classes=model.dataset_meta['classes'], count=len(api), same=same,
-                              outputs=int(api.bboxes.shape[-1]))))
+        print('RESULT=' + json.dumps(dict(classes=model.dataset_meta['classes'], count=len(api),
+                                          same=same, outputs=int(api.bboxes.shape[-1]))))
     """,
     'mmseg': """
         from mmseg.apis import MMSegInferencer, inference_model, init_model
@@ -180,9 +180,10 @@ INFERENCE = {
         api = inference_model(model, IMAGE).seg_logits.data
         inferencer = MMSegInferencer(model=CONFIG, weights=CHECKPOINT, device='cpu')
         other = inferencer(IMAGE, return_datasamples=True).seg_logits.data
-        print(json.dumps(dict(classes=model.dataset_meta['classes'], count=int(api.shape[0]),
-                              same=bool(torch.allclose(api, other, atol=1e-5)),
-                              outputs=int(api.shape[0]))))
+        print('RESULT=' + json.dumps(dict(classes=model.dataset_meta['classes'],
+                                          count=int(api.shape[0]),
+                                          same=bool(torch.allclose(api, other, atol=1e-5)),
+                                          outputs=int(api.shape[0]))))
     """,
     'mmpretrain': """
         from mmpretrain import ImageClassificationInferencer, get_model
@@ -192,9 +193,9 @@ INFERENCE = {
                                                    device='cpu')
         other = inferencer(IMAGE)[0]
         same = bool(np.allclose(api['pred_scores'], other['pred_scores'], atol=1e-5))
-        print(json.dumps(dict(classes=list(inferencer.classes),
-                              count=len(other['pred_scores']), same=bool(same),
-                              outputs=len(other['pred_scores']))))
+        print('RESULT=' + json.dumps(dict(classes=list(inferencer.classes),
+                                          count=len(other['pred_scores']), same=bool(same),
+                                          outputs=len(other['pred_scores']))))
     """,
 }
 
@@ -210,8 +211,8 @@ def test_the_inference_apis_load_an_mmbcn_checkpoint(trained, package):
             first_image(package)!r}
         assert 'mmbcn' not in sys.modules
     """) + textwrap.dedent(INFERENCE[package])
-    out = run([sys.executable, '-c', script]).strip().splitlines()
-    result = json.loads(next(line for line in reversed(out) if line.startswith('{')))
+    out = run([sys.executable, '-c', script])  # progress bars share the line: find the marker
+    result = json.loads(out.rsplit('RESULT=', 1)[-1].splitlines()[0])
     assert result['same'], result
     assert len(result['classes']) >= 3  # the demo's class names, from the checkpoint's meta
     if package != 'mmdet':  # a score per class / a logit map per class
