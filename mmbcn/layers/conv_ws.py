@@ -19,8 +19,10 @@ class WSConv2d(nn.Conv2d):
     ``ConvWS2d`` load unchanged. The weight is standardized at every forward, also in eval: no
     cache, because OpenMMLab's teacher and moving-average models (mmdet's ``MeanTeacherHook``,
     MMEngine's ``EMAHook`` and ``ExponentialMovingAverage``, mmpretrain's momentum encoders)
-    update weights through ``.data``, which no cache key can see; standardizing costs
-    O(weights), small next to the convolution.
+    update weights through ``.data``, which no cache key can see. Standardizing costs O(weights)
+    per forward: negligible at detection image sizes, a large share of an eval forward of a
+    small model on small images on CPU; for inference, :func:`mmbcn.deploy.deploy_model`
+    (``tools/deploy.py``) folds it into plain convs.
 
     Args:
         *args, **kwargs: as ``nn.Conv2d``.
