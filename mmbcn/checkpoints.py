@@ -87,14 +87,15 @@ def install() -> None:
 
 
 def _refusal(path: str, error: pickle.UnpicklingError) -> str:
-    """What is wrong with a file weights-only loading refused, and what to do."""
+    """What is wrong with the file ``path`` weights-only loading refused, and what to do (a
+    phrase that follows the file's name)."""
     text = str(error)
     first_line = text.strip().splitlines()[0][:200] if text.strip() else ''
     if 'getattr' in text:
-        return (f'{path} holds getattr calls (a checkpoint written by MMEngine without mmbcn '
+        return (f'holds getattr calls (a checkpoint written by MMEngine without mmbcn '
                 f'imported), which weights-only loading refuses. Rewrite it once, safely: '
                 f'{CONVERT_COMMAND.replace("IN OUT", f"{path} <new file>")}')
-    return (f'{path} holds objects that weights-only loading refuses ({first_line}); use a '
+    return (f'holds objects that weights-only loading refuses ({first_line}); use a '
             f'checkpoint written by MMEngine, or one you have checked and converted to plain '
             f'tensors.')
 
@@ -106,7 +107,7 @@ def load_weights_only(path: str, map_location=None, mmap: bool = False):
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
-        raise pickle.UnpicklingError(_refusal(path, error)) from None
+        raise pickle.UnpicklingError(f'{path} {_refusal(path, error)}') from None
 
 
 def checkpoint_problem(path: str) -> Optional[str]:
@@ -119,10 +120,11 @@ def checkpoint_problem(path: str) -> Optional[str]:
         return 'no such file'
     if not osp.isfile(path):
         return 'not a file'
+    install()
     try:
-        load_weights_only(path, map_location='cpu', mmap=True)
+        torch.load(path, map_location='cpu', weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
-        return str(error).replace(f'{path} ', '', 1)
+        return _refusal(path, error)
     except (RuntimeError, OSError, EOFError, ValueError) as error:
         return (f'is not a readable torch checkpoint ({type(error).__name__}); it may be '
                 f'truncated or not a checkpoint at all: copy or download it again')

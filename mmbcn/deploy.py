@@ -57,10 +57,10 @@ def channel_stage(norm: BatchChannelNorm2d) -> nn.GroupNorm:
     """The channel stage as an ``nn.GroupNorm`` (per-group affine repeated per channel)."""
     group_norm = nn.GroupNorm(norm.num_groups, norm.num_features, norm.eps, norm.affine)
     if norm.affine:
-        per_group = norm.num_features // norm.num_groups
+        weight, bias = norm.channel_stage_affine()
         with torch.no_grad():
-            group_norm.weight.copy_(norm.group_weight.repeat_interleave(per_group))
-            group_norm.bias.copy_(norm.group_bias.repeat_interleave(per_group))
+            group_norm.weight.copy_(weight)
+            group_norm.bias.copy_(bias)
     return group_norm.to(norm.running_mean.device, norm.running_mean.dtype)
 
 

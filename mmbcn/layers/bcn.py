@@ -181,14 +181,18 @@ class BatchChannelNorm2d(_BatchNorm):
             steps = (steps - 1).clamp_min(1)
         return 1.0 / steps.double()
 
+    def channel_stage_affine(self):
+        """The channel stage's (G,) affine repeated per channel, (C,) each; (None, None) without
+        affine: GroupNorm's ``weight`` and ``bias`` for the same function."""
+        if not self.affine:
+            return None, None
+        per_group = self.num_features // self.num_groups
+        return (self.group_weight.repeat_interleave(per_group),
+                self.group_bias.repeat_interleave(per_group))
+
     def channel_stage_forward(self, y: torch.Tensor) -> torch.Tensor:
         """The channel stage alone: group norm of y per sample, the (G,) affine per channel."""
-        weight = bias = None
-        if self.affine:
-            per_group = self.num_features // self.num_groups
-            weight = self.group_weight.repeat_interleave(per_group)
-            bias = self.group_bias.repeat_interleave(per_group)
-        return F.group_norm(y, self.num_groups, weight, bias, self.eps)
+        return F.group_norm(y, self.num_groups, *self.channel_stage_affine(), self.eps)
 
     def traced_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The eval-mode forward as two aten ops, for ``torch.jit`` tracing and ``torch.export``.
