@@ -3,11 +3,11 @@
 For a model in eval mode:
 
 * every :class:`~mmbcn.WSConv2d` becomes an ``nn.Conv2d`` holding its standardized weight;
-* every BCN layer's batch stage is the fixed per-channel affine ``y = x * s + t`` with
-  ``s = weight / sqrt(running_var + eps)`` and ``t = bias - running_mean * s``. Where the layer
-  directly follows an ``nn.Conv2d`` (``conv{i}`` -> ``norm{i}`` in mmdet/mmseg ResNet blocks,
-  conv -> norm in mmcv's ``ConvModule``, consecutive modules of an ``nn.Sequential``), the affine is
-  folded into that conv exactly: ``W' = s W``, ``b' = s b + t``. The channel stage is then an
+* every BCN layer's batch stage is the fixed per-channel affine ``y = x * s + t``
+  (:mod:`mmbcn.conv_norm`). Where the layer directly follows an ``nn.Conv2d`` (``conv{i}`` ->
+  ``norm{i}`` in mmdet/mmseg ResNet blocks, conv -> norm in mmcv's ``ConvModule``, consecutive
+  modules of an ``nn.Sequential``), the affine is folded into that conv exactly: ``W' = s W``,
+  ``b' = s b + t``. The channel stage is then an
   ``nn.GroupNorm`` with the per-group affine repeated per channel, i.e. GroupNorm's cost.
   A BCN layer with no such conv becomes :class:`ChannelAffineGroupNorm` (affine, then GroupNorm).
 
@@ -20,6 +20,7 @@ from typing import Iterator, Tuple
 import torch
 from torch import nn
 
+from .conv_norm import batch_stage_affine, channel_stage, fold_into_conv, plain_conv
 from .layers.bcn import BatchChannelNorm2d
 from .layers.conv_ws import WSConv2d
 
@@ -39,50 +40,6 @@ class ChannelAffineGroupNorm(nn.Module):
 
     def forward(self, x):
         return self.group_norm(torch.addcmul(self.shift, x, self.scale))
-
-
-def batch_stage_affine(norm: BatchChannelNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(s, t) with ``batch stage(x) = x * s + t`` in eval mode (at least float32 precision)."""
-    dtype = torch.promote_types(norm.running_var.dtype, torch.float32)
-    scale = torch.rsqrt(norm.running_var.to(dtype) + norm.eps)
-    if norm.weight is not None:
-        scale = scale * norm.weight.to(dtype)
-    shift = -norm.running_mean.to(dtype) * scale
-    if norm.bias is not None:
-        shift = shift + norm.bias.to(dtype)
-    return scale, shift
-
-
-def channel_stage(norm: BatchChannelNorm2d) -> nn.GroupNorm:
-    """The channel stage as an ``nn.GroupNorm`` (per-group affine repeated per channel)."""
-    group_norm = nn.GroupNorm(norm.num_groups, norm.num_features, norm.eps, norm.affine)
-    if norm.affine:
-        weight, bias = norm.channel_stage_affine()
-        with torch.no_grad():
-            group_norm.weight.copy_(weight)
-            group_norm.bias.copy_(bias)
-    return group_norm.to(norm.running_mean.device, norm.running_mean.dtype)
-
-
-def plain_conv(conv: WSConv2d) -> nn.Conv2d:
-    """An ``nn.Conv2d`` with the same geometry holding the standardized weight."""
-    plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                      conv.padding, conv.dilation, conv.groups, conv.bias is not None,
-                      conv.padding_mode).to(conv.weight.device, conv.weight.dtype)
-    with torch.no_grad():
-        plain.weight.copy_(conv.standardized_weight())
-        if conv.bias is not None:
-            plain.bias.copy_(conv.bias)
-    return plain
-
-
-def fold_into_conv(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> None:
-    """``conv`` followed by ``x * scale + shift`` becomes one conv: W' = sW, b' = sb + t."""
-    with torch.no_grad():
-        conv.weight.mul_(scale.reshape(-1, *([1] * (conv.weight.dim() - 1))).to(conv.weight))
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
-        new_bias = bias.to(shift) * scale + shift
-        conv.bias = nn.Parameter(new_bias.to(conv.weight.dtype))
 
 
 def conv_norm_pairs(module: nn.Module) -> Iterator[Tuple[str, str]]:

@@ -22,7 +22,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .deploy import batch_stage_affine, channel_stage, fold_into_conv, plain_conv
+from .conv_norm import (
+    batch_stage_affine,
+    channel_stage,
+    fold_into_conv,
+    plain_conv,
+    scale_out_channels,
+)
 from .layers.bcn import BatchChannelNorm2d
 from .layers.conv_ws import WSConv2d
 
@@ -65,6 +71,6 @@ def efficient_conv_norm_eval_forward(norm: nn.Module, conv: nn.Conv2d, x: torch.
     weight = conv.standardized_weight() if isinstance(conv, WSConv2d) else conv.weight
     scale, shift = batch_stage_affine(norm)
     bias = shift if conv.bias is None else conv.bias * scale + shift
-    folded = weight * scale.reshape(-1, *([1] * (weight.dim() - 1))).to(weight.dtype)
+    folded = scale_out_channels(weight, scale)
     y = conv._conv_forward(x, folded, bias.to(weight.dtype))
     return norm.channel_stage_forward(y) if isinstance(norm, BatchChannelNorm2d) else y
