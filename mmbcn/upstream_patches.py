@@ -66,7 +66,7 @@ from typing import Callable, Dict
 
 from torch import nn
 
-from .deploy import plain_conv
+from .conv_norm import plain_conv
 from .folding import efficient_conv_norm_eval_forward, fuse_conv_norm
 from .layers.bcn import BatchChannelNorm2d, keep_synchronized
 from .layers.conv_ws import WSConv2d
