@@ -26,6 +26,8 @@ from typing import Dict, Tuple
 
 import torch
 
+from ..checkpoints import load_weights_only
+
 Tensor = torch.Tensor
 # The batch stage's module name in the two layouts: the release's code, its README's BCNorm.
 BATCH_STAGES = ('.pbn.', '.bn.')
@@ -40,7 +42,7 @@ class CheckpointLayoutError(ValueError):
 def read_checkpoint(path: str) -> Dict[str, Tensor]:
     """The state dict in ``path`` (plain or under ``'state_dict'``), loaded weights-only."""
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        checkpoint = load_weights_only(path, map_location='cpu')
     except FileNotFoundError:
         raise
     except Exception as error:  # truncated zip, not a torch file, pickled code

@@ -31,7 +31,8 @@ import mmbcn  # noqa: F401  (registers BCN, WSConv2d)
 from ..analysis import norm_statistics, normalization_layers
 from ..analysis.collector import NO_NORMALIZATION
 from ..analysis.report import format_table, write_report
-from .checkpoint import allow_training_checkpoints, checkpoint_problem
+from ..checkpoints import load_weights_only
+from .checkpoint import checkpoint_problem
 from .cli import config_scope, resolve_config
 
 SPLITS = ('train', 'val')
@@ -85,8 +86,7 @@ def mismatch(model_state: dict, checkpoint_state: dict) -> Optional[str]:
 def read_weights(path: str) -> dict:
     """The state dict of a checkpoint (``state_dict`` of an MMEngine checkpoint, or a plain one),
     with a DDP ``module.`` prefix removed."""
-    allow_training_checkpoints()
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    checkpoint = load_weights_only(path, map_location='cpu')
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):

@@ -9,8 +9,7 @@
 import os.path as osp
 from typing import Iterator, List, Optional, Tuple
 
-import torch
-
+from ..checkpoints import load_weights_only
 from ..datasets.class_folders import ClassFolderError, check_class_folders
 from ..layers.bcn import group_count_mismatch
 
@@ -92,7 +91,7 @@ def check_pretrained_group_counts(cfg) -> None:
                 or not osp.isfile(file):
             continue
         (num_groups,) = counts
-        checkpoint = torch.load(file, map_location='cpu', weights_only=True, mmap=True)
+        checkpoint = load_weights_only(file, map_location='cpu', mmap=True)
         state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
         prefix = init.get('prefix') or ''
         for key, value in state.items():

@@ -30,6 +30,8 @@ from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.runner import EpochBasedTrainLoop
 
+from ..checkpoints import load_weights_only
+
 STATE_DIR = 'random_state'
 
 
@@ -153,7 +155,7 @@ class RandomStateHook(Hook):
         if not osp.isfile(path):
             problem = f'no {path}'
         else:
-            state = torch.load(path, map_location='cpu', weights_only=True)
+            state = load_weights_only(path, map_location='cpu')
             if state['experiment'] != self._resumed_experiment:
                 problem = f'{path} belongs to run {state["experiment"]!r}, not to the checkpoint'
             elif state['iter'] != runner.iter:

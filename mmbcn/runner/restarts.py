@@ -19,13 +19,13 @@ import os
 import os.path as osp
 from typing import List, Optional
 
-import torch
 import torch.distributed as dist
 from mmengine.dist import get_rank
 from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
-from .checkpoint import allow_training_checkpoints, checkpoint_problem
+from ..checkpoints import load_weights_only
+from .checkpoint import checkpoint_problem
 
 RESTART_VARIABLES = ('TORCHELASTIC_RESTART_COUNT', 'SLURM_RESTART_COUNT', 'MMBCN_RESTART_COUNT')
 LAUNCH_MARKER = 'launch_marker'
@@ -94,8 +94,7 @@ def launch_checkpoint(work_dir: str) -> Optional[str]:
 
 def checkpoint_seed(path: str) -> Optional[int]:
     """The random seed a training checkpoint was written with (``meta['seed']``), or None."""
-    allow_training_checkpoints()
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    checkpoint = load_weights_only(path, map_location='cpu', mmap=True)
     seed = checkpoint.get('meta', {}).get('seed')
     return None if seed is None else int(seed)
 
