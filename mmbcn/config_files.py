@@ -13,7 +13,9 @@ project inherits mmbcn's configs by a relative ``_base_`` through a link to them
     # configs/my_model.py:
     _base_ = './mmbcn/mask_rcnn/mask-rcnn_r50_fpn_bcn-ws_8xb2-1x_coco.py'
 
-``python -m mmbcn.config_files path`` prints the folder.
+``python -m mmbcn.config_files path`` prints the folder. The tools take a config by its path or by
+its name among these (:func:`resolve_config`), and run it in the codebase its ``default_scope``
+names (:func:`config_scope`).
 """
 
 import argparse
@@ -23,6 +25,7 @@ import os.path as osp
 PACKAGE = osp.dirname(osp.abspath(__file__))
 PACKAGED = osp.join(PACKAGE, '.mim', 'configs')
 CHECKOUT = osp.join(osp.dirname(PACKAGE), 'configs')
+SCOPES = ('mmdet', 'mmseg', 'mmpretrain')  # the codebases whose configs the tools run
 
 
 def config_dir() -> str:
@@ -44,6 +47,33 @@ def config_path(name: str) -> str:
     if not osp.isfile(path):
         raise FileNotFoundError(f'mmbcn ships no config {name!r} (looked in {config_dir()}).')
     return path
+
+
+def config_scope(cfg) -> str:
+    """The codebase a loaded config runs in: its ``default_scope``, one of :data:`SCOPES`."""
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ValueError(f'The config sets default_scope={scope!r}; mmbcn tools run configs of '
+                         f'{SCOPES}. Inherit from an mmdet::, mmseg:: or mmpretrain:: config.')
+    return scope
+
+
+def resolve_config(path: str) -> str:
+    """``path`` itself when it exists, else the config of that name shipped with mmbcn.
+
+    So ``tools/train.py demo/mask-rcnn_r18_fpn_bcn-ws_2xb2-demo-shapes.py`` works from anywhere,
+    with mmbcn installed from a wheel too (:func:`config_dir`).
+    """
+    if osp.isfile(path):
+        return path
+    for prefix in ('', 'configs/'):
+        if path.startswith(prefix):
+            try:
+                return config_path(path[len(prefix):])
+            except FileNotFoundError:
+                pass
+    raise FileNotFoundError(f'No config {path!r}: neither a file nor one of the configs shipped '
+                            f'with mmbcn (in {config_dir()}).')
 
 
 def link(destination: str) -> str:

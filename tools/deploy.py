@@ -15,9 +15,9 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
+from mmbcn.config_files import config_scope
 from mmbcn.deploy import deploy_model
 from mmbcn.export import TensorForward, export_onnx, onnxruntime_max_error
-from mmbcn.runner.cli import config_scope
 
 
 class Features(torch.nn.Module):

@@ -32,8 +32,8 @@ from ..analysis import norm_statistics, normalization_layers
 from ..analysis.collector import NO_NORMALIZATION
 from ..analysis.report import format_table, write_report
 from ..checkpoints import load_weights_only
+from ..config_files import config_scope, resolve_config
 from .checkpoint import checkpoint_problem
-from .cli import config_scope, resolve_config
 
 SPLITS = ('train', 'val')
 SHOWN_KEYS = 3

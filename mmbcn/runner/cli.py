@@ -20,14 +20,12 @@ from mmengine.runner import Runner
 
 import mmbcn  # noqa: F401  (registers BCN, WSConv2d and the hook)
 
-from ..config_files import config_dir, config_path
+from ..config_files import config_scope, resolve_config
 from .checkpoint import allow_training_checkpoints, checkpoint_problem
 from .input_checks import check_class_splits, check_pretrained_group_counts
 from .launcher import LAUNCHERS, init_distributed, shutdown_distributed
 from .random_state import RandomStateHook
 from .restarts import resume_point
-
-SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,32 +66,6 @@ def test_parser() -> argparse.ArgumentParser:
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
     _common_arguments(parser)
     return parser
-
-
-def config_scope(cfg: Config) -> str:
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise ValueError(f'The config sets default_scope={scope!r}; mmbcn tools run configs of '
-                         f'{SCOPES}. Inherit from an mmdet::, mmseg:: or mmpretrain:: config.')
-    return scope
-
-
-def resolve_config(path: str) -> str:
-    """``path`` itself when it exists, else the config of that name shipped with mmbcn.
-
-    So ``tools/train.py demo/mask-rcnn_r18_fpn_bcn-ws_2xb2-demo-shapes.py`` works from anywhere,
-    with mmbcn installed from a wheel too (:mod:`mmbcn.config_files`).
-    """
-    if osp.isfile(path):
-        return path
-    for prefix in ('', 'configs/'):
-        if path.startswith(prefix):
-            try:
-                return config_path(path[len(prefix):])
-            except FileNotFoundError:
-                pass
-    raise FileNotFoundError(f'No config {path!r}: neither a file nor one of the configs shipped '
-                            f'with mmbcn (in {config_dir()}).')
 
 
 def load_config(args) -> Config:

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 from mmengine.config import Config
 from mmengine.registry import HOOKS
 
-from ..runner.cli import config_scope, resolve_config
+from ..config_files import config_scope, resolve_config
 from .errors import StudyInputError
 from .plot import write_summary_png
 from .presets import Preset, get_presets

@@ -58,7 +58,7 @@ def test_wheel_carries_every_config_and_the_tools_find_them(wheel_site):
         import os.path as osp
         import mmbcn
         from mmbcn.config_files import config_dir
-        from mmbcn.runner.cli import resolve_config
+        from mmbcn.config_files import resolve_config
         from mmengine.config import Config
         assert mmbcn.__file__.startswith({str(wheel_site / 'site')!r}), mmbcn.__file__
         assert config_dir() == osp.join(osp.dirname(mmbcn.__file__), '.mim', 'configs')
