@@ -1,6 +1,6 @@
-"""Run the CPU demo: ``python tools/demo.py`` (``make demo``). See mmbcn/runner/demo.py."""
+"""Run the CPU demo: ``python tools/demo.py`` (``make demo``). See mmbcn/commands/demo.py."""
 
-from mmbcn.runner.demo import main
+from mmbcn.commands.demo import main
 
 if __name__ == '__main__':
     main()

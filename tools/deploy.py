@@ -51,7 +51,7 @@ def main(argv=None):
     parser.add_argument('--onnx-part', choices=('backbone', 'model'), default='backbone')
     parser.add_argument('--shape', type=int, nargs=2, default=(512, 512), metavar=('H', 'W'))
     args = parser.parse_args(argv)
-    from mmbcn.runner import allow_training_checkpoints
+    from mmbcn.commands import allow_training_checkpoints
     allow_training_checkpoints()
     cfg = Config.fromfile(args.config)
     model = build(cfg)

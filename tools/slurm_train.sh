@@ -4,7 +4,7 @@
 # the rest) srun is run again in the same allocation, at most MAX_RESTARTS times, each attempt
 # with MMBCN_RESTART_COUNT set. A job that Slurm requeues (submitted with sbatch --requeue:
 # preemption, node failure) starts again with SLURM_RESTART_COUNT set. Either way the training
-# processes resume the latest checkpoint this launch wrote (mmbcn/runner/restarts.py).
+# processes resume the latest checkpoint this launch wrote (mmbcn/commands/restarts.py).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 RESTARTS=${MAX_RESTARTS:-3}

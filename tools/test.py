@@ -1,6 +1,6 @@
 """Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [options]``."""
 
-from mmbcn.runner import test
+from mmbcn.commands import test
 
 if __name__ == '__main__':
     test()

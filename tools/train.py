@@ -1,6 +1,6 @@
 """Train an mmdet or mmseg config with mmbcn: ``python tools/train.py CONFIG [options]``."""
 
-from mmbcn.runner import train
+from mmbcn.commands import train
 
 if __name__ == '__main__':
     train()

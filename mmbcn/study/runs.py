@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ..runner.curves import load_scalars
+from ..commands.curves import load_scalars
 
 LOSS_KEY = 'loss'
 RATE_KEY = 'bcn_update_rate'  # BCNUpdateRateHook's train/bcn_update_rate, as the logger writes it

@@ -6,7 +6,7 @@ import pytest
 import torch
 from paths import ROOT
 
-from mmbcn.runner import cli
+from mmbcn.commands import cli
 
 BCN_CONFIG = osp.join(ROOT, 'configs/mask_rcnn/mask-rcnn_r50_fpn_bcn-ws_8xb2-1x_coco.py')
 SEG_CONFIG = osp.join(

@@ -22,9 +22,9 @@ from dist_utils import free_port
 from mmengine.config import Config
 from paths import HELPERS, ROOT
 
+from mmbcn.commands import restarts
+from mmbcn.commands.checkpoint import allow_training_checkpoints
 from mmbcn.datasets import ensure_demo_data
-from mmbcn.runner import restarts
-from mmbcn.runner.checkpoint import allow_training_checkpoints
 
 SEG_DEMO = osp.join(ROOT, 'configs/demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py')
 CLS_DEMO = osp.join(ROOT, 'configs/demo/resnet18_bcn-ws_1xb16-demo-shapes.py')

@@ -65,7 +65,7 @@ def test_wheel_carries_every_config_and_the_tools_find_them(wheel_site):
         cfg = Config.fromfile(resolve_config({DEMO!r}))
         assert cfg.default_scope == 'mmdet' and cfg.model.backbone.depth == 18
         from mmbcn.config_files import config_path
-        from mmbcn.runner.demo import DEMOS  # what `make demo` / tools/demo.py load
+        from mmbcn.commands.demo import DEMOS  # what `make demo` / tools/demo.py load
         for demo in DEMOS:
             assert Config.fromfile(config_path(demo.config)).model
         print(config_dir())

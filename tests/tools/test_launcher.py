@@ -11,7 +11,7 @@ from paths import ROOT
 
 SCRIPT = textwrap.dedent("""
     import torch.distributed as dist
-    from mmbcn.runner import init_distributed, shutdown_distributed
+    from mmbcn.commands import init_distributed, shutdown_distributed
     init_distributed('slurm')
     print('backend', dist.get_backend(), 'rank', dist.get_rank(), 'world', dist.get_world_size())
     shutdown_distributed()  # the tools end with it: no gloo threads left to interpreter teardown
@@ -38,7 +38,7 @@ def test_slurm_launcher_reads_slurm_variables_and_uses_gloo_without_cuda(tmp_pat
 def test_missing_torchrun_variables_are_a_clear_error():
     env = {k: v for k, v in os.environ.items()
            if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')}
-    code = "from mmbcn.runner import init_distributed; init_distributed('pytorch')"
+    code = "from mmbcn.commands import init_distributed; init_distributed('pytorch')"
     result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode != 0
@@ -49,7 +49,7 @@ NODE_SCRIPT = textwrap.dedent("""
     import os
     import torch
     import torch.distributed as dist
-    from mmbcn.runner import init_distributed, shutdown_distributed
+    from mmbcn.commands import init_distributed, shutdown_distributed
     init_distributed('pytorch')
     total = torch.tensor([dist.get_rank() + 1])
     dist.all_reduce(total)

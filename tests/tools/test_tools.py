@@ -15,8 +15,8 @@ import torch
 from dist_utils import free_port
 from paths import HELPERS, ROOT
 
+from mmbcn.commands import allow_training_checkpoints
 from mmbcn.datasets import ensure_demo_data
-from mmbcn.runner import allow_training_checkpoints
 
 DET_DEMO = osp.join(ROOT, 'configs/demo/mask-rcnn_r18_fpn_bcn-ws_2xb2-demo-shapes.py')
 SEG_DEMO = osp.join(ROOT, 'configs/demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py')

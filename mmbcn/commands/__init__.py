@@ -1,0 +1,20 @@
+"""The commands behind ``tools/``: what each script runs, and what they share.
+
+* ``cli``: ``tools/train.py`` and ``tools/test.py``, one command line for mmdet, mmseg and
+  mmpretrain configs; ``analyze``: ``tools/analyze_norm.py``; ``demo`` (with ``curves``):
+  ``tools/demo.py``;
+* ``launcher``: distributed start-up and shutdown; ``restarts``: a restarted training process
+  resumes its launch's latest checkpoint; ``random_state``: the random streams of a resumed run
+  continue where they left off;
+* ``input_checks``: a config's datasets and pretrained files checked before anything is built;
+  ``checkpoint``: the tools' view of checkpoints (:mod:`mmbcn.checkpoints`).
+
+Not MMEngine's ``Runner``: the commands build one from the config (``cli.build_runner``).
+"""
+
+from .checkpoint import allow_training_checkpoints
+from .cli import test, train
+from .launcher import init_distributed, shutdown_distributed
+
+__all__ = ['allow_training_checkpoints', 'init_distributed', 'shutdown_distributed', 'test',
+           'train']
