@@ -6,9 +6,9 @@
 # batch stage normalizes with estimates moved by the rule of the authors' EstBN (their README)
 # towards the statistics of the global batch (all 16 images: sync_stats all-reduces them) at the
 # update rate r set by BCNUpdateRateHook (r = 0.1 x lr / base lr: mmbcn's choice, the release
-# sets no r; see mmbcn/engine/hooks.py). For large-batch mode (gradients through the batch
-# statistics, as SyncBN) set estimate=False. WS is sqrt(var + eps), as the ImageNet code
-# released with the BCN+WS weights (imagenet/models/layers.py).
+# sets no r; see mmbcn/engine/bcn_update_rate_hook.py). For large-batch mode (gradients through
+# the batch statistics, as SyncBN) set estimate=False. WS is sqrt(var + eps), as the ImageNet
+# code released with the BCN+WS weights (imagenet/models/layers.py).
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmbcn'], allow_failed_imports=False)
 
