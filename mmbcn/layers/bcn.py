@@ -55,10 +55,10 @@ class BatchChannelNorm2d(_BatchNorm):
 
     Being a ``_BatchNorm``, this layer follows what OpenMMLab settings mean for BN layers:
     ``norm_eval=True`` in a ResNet freezes the batch stage's statistics (the layer runs in eval
-    mode), and ``norm_decay_mult`` applies to all four affine parameters. It must not be passed
-    to ``nn.SyncBatchNorm.convert_sync_batchnorm`` (which would replace it by a plain SyncBN):
-    use :func:`mmbcn.convert_sync_batchnorm`, which leaves BCN layers alone (they already
-    synchronize their statistics).
+    mode), and ``norm_decay_mult`` applies to all four affine parameters. SyncBN conversion
+    (:func:`mmbcn.convert_sync_batchnorm`, and with mmbcn imported torch's
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` and MMEngine's ``sync_bn``) keeps a BCN layer
+    and turns on ``sync_stats`` instead of replacing it by a plain SyncBN.
 
     Args:
         num_features: C, the number of channels.
