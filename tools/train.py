@@ -1,4 +1,4 @@
-"""Train an mmdet or mmseg config with mmbcn: ``python tools/train.py CONFIG [options]``."""
+"""Train an mmdet, mmseg or mmpretrain config: ``python tools/train.py CONFIG [options]``."""
 
 from mmbcn.commands import train
 
