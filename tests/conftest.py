@@ -1,7 +1,7 @@
-"""Shared fixtures: seeded randomness, importing the plugin once, and the helpers on sys.path.
+"""Shared fixtures: seeded randomness, importing the plugin once, and the helpers importable.
 
 The tests mirror the package (``layers/``, ``ops/``, ``engine/``, ``convert/``, ``tools/``);
-what several of them use lives in ``helpers/``.
+what several of them use lives in the package ``mmbcn_testing/`` (this folder on ``sys.path``).
 """
 
 import os.path as osp
@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), 'helpers'))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # import mmbcn_testing
 
 import mmbcn  # noqa: F401, E402  (registers the layers)
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from dist_utils import run_in_processes
+from mmbcn_testing.dist_utils import run_in_processes
 
 from mmbcn.analysis import NormStatisticsCollector, norm_statistics
 

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from bcn_cases import randomize_bcn
+from mmbcn_testing.bcn_cases import randomize_bcn
+from mmbcn_testing.models import build_model
+from mmbcn_testing.paths import ROOT
 from mmengine.config import Config
 from mmengine.structures import InstanceData
-from models import build_model
-from paths import ROOT
 from torch import nn
 
 from mmbcn import BatchChannelNorm2d, WSConv2d

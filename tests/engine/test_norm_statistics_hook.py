@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 import torch
-from dist_utils import run_in_processes
+from mmbcn_testing.dist_utils import run_in_processes
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch import nn

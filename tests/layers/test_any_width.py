@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from mmbcn_testing.models import build_model
 from mmengine.config import Config
 from mmengine.hub import get_config
-from models import build_model
 
 from mmbcn import BatchChannelNorm2d
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from bcn_cases import ESTIMATE_RULE_OF_MODE, MODES, make_layer, reference_of
-from reference import bcn_reference
+from mmbcn_testing.bcn_cases import ESTIMATE_RULE_OF_MODE, MODES, make_layer, reference_of
+from mmbcn_testing.reference import bcn_reference
 from torch import nn
 
 from mmbcn import BatchChannelNorm2d

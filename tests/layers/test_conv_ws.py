@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import weight_standardize_reference
+from mmbcn_testing.reference import weight_standardize_reference
 
 from mmbcn import WSConv2d, weight_standardize
 

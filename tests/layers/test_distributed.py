@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from dist_utils import run_in_processes
-from reference import bcn_reference
+from mmbcn_testing.dist_utils import run_in_processes
+from mmbcn_testing.reference import bcn_reference
 
 from mmbcn import BatchChannelNorm2d
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from reference import bcn_reference
+from mmbcn_testing.reference import bcn_reference
 
 from mmbcn import BatchChannelNorm2d
 from mmbcn.engine import BCNUpdateRateHook

@@ -3,8 +3,8 @@ kernels against the PyTorch-ops passes at detection-sized shapes."""
 
 import pytest
 import torch
-from backends import relative_errors, run_on_backend
-from bcn_cases import make_layer, reference_of
+from mmbcn_testing.backends import relative_errors, run_on_backend
+from mmbcn_testing.bcn_cases import make_layer, reference_of
 
 from mmbcn import BatchChannelNorm2d, WSConv2d
 from mmbcn.ops import function, torch_backend

@@ -1,7 +1,7 @@
 """BCN's Triton kernels (passes and coefficient maths) under Triton's CPU interpreter: no GPU.
 
-One fresh process runs every case (``helpers/triton_interpreted.py``: ``TRITON_INTERPRET`` must
-be set before the kernels are defined); each case is then its own test here.
+One fresh process runs every case (``mmbcn_testing/triton_interpreted.py``: ``TRITON_INTERPRET``
+must be set before the kernels are defined); each case is then its own test here.
 """
 
 import json
@@ -11,8 +11,8 @@ import sys
 
 import pytest
 import torch
-from paths import HELPERS
-from triton_cases import LAYER_CASES, PASS_CASES, PRECISION_CASES, TENSOR_RATE_CASES
+from mmbcn_testing.paths import TESTS
+from mmbcn_testing.triton_cases import LAYER_CASES, PASS_CASES, PRECISION_CASES, TENSOR_RATE_CASES
 
 pytest.importorskip('triton', reason='needs Triton (installed with the tests extra on Linux)')
 
@@ -21,8 +21,8 @@ pytest.importorskip('triton', reason='needs Triton (installed with the tests ext
 def interpreted(tmp_path_factory):
     out = tmp_path_factory.mktemp('interpreted') / 'errors.json'
     env = dict(os.environ, TRITON_INTERPRET='1',
-               PYTHONPATH=os.pathsep.join([HELPERS, os.environ.get('PYTHONPATH', '')]))
-    result = subprocess.run([sys.executable, os.path.join(HELPERS, 'triton_interpreted.py'),
+               PYTHONPATH=os.pathsep.join([TESTS, os.environ.get('PYTHONPATH', '')]))
+    result = subprocess.run([sys.executable, '-m', 'mmbcn_testing.triton_interpreted',
                              str(out)], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(out.read_text())

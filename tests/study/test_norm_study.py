@@ -8,7 +8,7 @@ import sys
 
 import matplotlib.image
 import pytest
-from paths import ROOT
+from mmbcn_testing.paths import ROOT
 
 from mmbcn.datasets import ensure_demo_data
 from mmbcn.study import main

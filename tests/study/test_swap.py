@@ -5,8 +5,8 @@ import os.path as osp
 import re
 
 import pytest
+from mmbcn_testing.paths import ROOT
 from mmengine.config import Config
-from paths import ROOT
 
 from mmbcn.study import PRESETS, StudyInputError, bcn_micro_batch, get_presets, swap_config
 from mmbcn.study.swap import built_layers, norm_owners

@@ -23,12 +23,12 @@ from importlib.util import find_spec
 
 import pytest
 import torch
+from mmbcn_testing.models import build_model
+from mmbcn_testing.paths import ROOT
 from mmcv.cnn import fuse_conv_bn
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
-from models import build_model
-from paths import ROOT
 
 from mmbcn import BatchChannelNorm2d
 from mmbcn.datasets import ensure_demo_data

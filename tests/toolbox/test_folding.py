@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from bcn_cases import randomize_bcn
+from mmbcn_testing.bcn_cases import randomize_bcn
 from mmcv.cnn import ConvModule, fuse_conv_bn
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.model.efficient_conv_bn_eval import turn_on_efficient_conv_bn_eval

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
+from mmbcn_testing.models import build_model
+from mmbcn_testing.paths import ROOT
 from mmengine.config import Config
-from models import build_model
-from paths import ROOT
 
 from mmbcn.datasets import ensure_demo_data
 

@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from paths import ROOT
+from mmbcn_testing.paths import ROOT
 
 
 def run_script(*args):

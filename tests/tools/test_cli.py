@@ -4,7 +4,7 @@ import os.path as osp
 
 import pytest
 import torch
-from paths import ROOT
+from mmbcn_testing.paths import ROOT
 
 from mmbcn.commands import cli
 

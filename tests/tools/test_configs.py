@@ -5,9 +5,9 @@ import os.path as osp
 import re
 
 import pytest
+from mmbcn_testing.models import build_model
+from mmbcn_testing.paths import ROOT
 from mmengine.config import Config
-from models import build_model
-from paths import ROOT
 from torch import nn
 
 from mmbcn import BatchChannelNorm2d, WSConv2d

@@ -1,13 +1,13 @@
 """A dead worker does not end a long run: the group is restarted and resumes by itself.
 
 For real through tools/dist_train.sh (torchrun, 2 gloo processes) on the DeepLabV3 demo
-(iteration-based, BCN with synchronized statistics, dropout in the heads): one worker SIGKILLs
-its own process mid-run in the first attempt only (tests/helpers/kill_hook.py); torchrun restarts
+(iteration-based, BCN with synchronized statistics, dropout in the heads): one worker SIGKILLs its
+own process mid-run in the first attempt only (tests/mmbcn_testing/kill_hook.py); torchrun restarts
 the group, which resumes its latest checkpoint and must end bit-equal to an uninterrupted run
-(weights, BCN statistics, optimizer, schedulers, iteration). A worker that always dies ends the
-run after MAX_RESTARTS restarts. Slurm cannot run here: slurm_train.sh runs against a stand-in
-``srun`` that records what it is given, and the restart decision is checked with Slurm's
-variable on real checkpoint files.
+(weights, BCN statistics, optimizer, schedulers, iteration). A worker that always dies ends the run
+after MAX_RESTARTS restarts. Slurm cannot run here: slurm_train.sh runs against a stand-in ``srun``
+that records what it is given, and the restart decision is checked with Slurm's variable on real
+checkpoint files.
 """
 
 import os
@@ -18,9 +18,9 @@ import textwrap
 
 import pytest
 import torch
-from dist_utils import free_port
+from mmbcn_testing.dist_utils import free_port
+from mmbcn_testing.paths import ROOT, TESTS
 from mmengine.config import Config
-from paths import HELPERS, ROOT
 
 from mmbcn.commands import restarts
 from mmbcn.commands.checkpoint import allow_training_checkpoints
@@ -50,15 +50,16 @@ def seg_config(tmp_path, name, *hooks):
     hook_list = ', '.join(["dict(type='BCNUpdateRateHook', policy='lr', rate=0.1)",
                            "dict(type='StateDumpHook')", *hooks])
     path.write_text(f"_base_ = '{SEG_DEMO}'\n"
-                    "custom_imports = dict(imports=['mmbcn', 'state_dump_hook', 'kill_hook'], "
-                    "allow_failed_imports=False)\n" + SCHEDULE + f'custom_hooks = [{hook_list}]\n')
+                    "custom_imports = dict(imports=['mmbcn', 'mmbcn_testing.state_dump_hook', "
+                    "'mmbcn_testing.kill_hook'], allow_failed_imports=False)\n" + SCHEDULE
+                    + f'custom_hooks = [{hook_list}]\n')
     return str(path)
 
 
 def dist_train(config, work_dir, **env):
     """tools/dist_train.sh CONFIG 2; MAX_RESTARTS as the script's default unless given."""
     environ = {k: v for k, v in os.environ.items() if k != 'MAX_RESTARTS'}
-    environ.update(PORT=str(free_port()), PYTHONPATH=HELPERS, PYTHON=sys.executable,
+    environ.update(PORT=str(free_port()), PYTHONPATH=TESTS, PYTHON=sys.executable,
                    **{key: str(value) for key, value in env.items()})
     return subprocess.run(['bash', osp.join(ROOT, 'tools/dist_train.sh'), config, '2',
                            '--work-dir', str(work_dir)], cwd=ROOT, env=environ,
@@ -126,7 +127,7 @@ def test_slurm_requeued_epoch_based_run_resumes_and_ends_bit_equal(tmp_path, dem
     config = tmp_path / 'cls.py'
     config.write_text(f"_base_ = '{CLS_DEMO}'\n" + textwrap.dedent("""
         custom_imports = dict(imports=['mmbcn', 'mmbcn.datasets.checked_imagenet',
-                                       'state_dump_hook'], allow_failed_imports=False)
+                                       'mmbcn_testing.state_dump_hook'], allow_failed_imports=False)
         train_dataloader = dict(dataset=dict(indices=48))  # 3 iterations of 16 per epoch
         train_cfg = dict(by_epoch=True, max_epochs=3, val_interval=100)
         val_cfg, val_dataloader, val_evaluator = None, None, None
@@ -140,7 +141,7 @@ def test_slurm_requeued_epoch_based_run_resumes_and_ends_bit_equal(tmp_path, dem
         environ = {k: v for k, v in os.environ.items() if k not in restarts.RESTART_VARIABLES}
         return subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'), str(config),
                                '--work-dir', str(tmp_path / work_dir)], cwd=ROOT,
-                              env=dict(environ, PYTHONPATH=HELPERS, **env), capture_output=True,
+                              env=dict(environ, PYTHONPATH=TESTS, **env), capture_output=True,
                               text=True, timeout=600)
 
     assert train(config, 'whole').returncode == 0

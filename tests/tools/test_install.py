@@ -8,7 +8,7 @@ import textwrap
 import zipfile
 
 import pytest
-from paths import ROOT
+from mmbcn_testing.paths import ROOT
 
 import mmbcn
 from mmbcn.config_files import config_dir

@@ -6,8 +6,8 @@ import subprocess
 import sys
 import textwrap
 
-from dist_utils import free_port
-from paths import ROOT
+from mmbcn_testing.dist_utils import free_port
+from mmbcn_testing.paths import ROOT
 
 SCRIPT = textwrap.dedent("""
     import torch.distributed as dist

@@ -23,8 +23,8 @@ import subprocess
 import sys
 
 import pytest
-from dist_utils import free_port
-from paths import ROOT
+from mmbcn_testing.dist_utils import free_port
+from mmbcn_testing.paths import ROOT
 from test_install import install_wheel, shipped_configs
 
 from mmbcn.datasets import ensure_demo_data

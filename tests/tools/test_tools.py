@@ -12,8 +12,8 @@ import sys
 
 import pytest
 import torch
-from dist_utils import free_port
-from paths import HELPERS, ROOT
+from mmbcn_testing.dist_utils import free_port
+from mmbcn_testing.paths import ROOT, TESTS
 
 from mmbcn.commands import allow_training_checkpoints
 from mmbcn.datasets import ensure_demo_data
@@ -34,13 +34,13 @@ def demo_data():
 def write_config(tmp_path, base, body):
     path = tmp_path / 'test_config.py'
     path.write_text(f"_base_ = '{base}'\n"
-                    "custom_imports = dict(imports=['mmbcn', 'state_dump_hook'], "
+                    "custom_imports = dict(imports=['mmbcn', 'mmbcn_testing.state_dump_hook'], "
                     "allow_failed_imports=False)\n" + body)
     return str(path)
 
 
 def run_tool(script, *args, check=True, **variables):
-    env = dict(os.environ, PORT=str(free_port()), PYTHONPATH=HELPERS, PYTHON=sys.executable,
+    env = dict(os.environ, PORT=str(free_port()), PYTHONPATH=TESTS, PYTHON=sys.executable,
                **variables)
     result = subprocess.run(['bash', osp.join(ROOT, 'tools', script), *map(str, args)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -1,10 +1,11 @@
 """BCN layers in each mode with non-trivial parameters, and their float64 reference."""
 
 import torch
-from reference import bcn_reference
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbcn import BatchChannelNorm2d
+
+from .reference import bcn_reference
 
 # 'micro' is micro-batch mode with the authors' rule, 'micro-batch-variance' with the other one.
 MODES = ['large', 'micro', 'micro-batch-variance', 'eval']

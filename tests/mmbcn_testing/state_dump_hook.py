@@ -1,7 +1,7 @@
 """A test-only hook: dumps each rank's BCN statistics and optimizer state, and can crash a run.
 
-Imported by the training processes through the test config's ``custom_imports`` (tests/ is on
-PYTHONPATH in those processes).
+Imported by the training processes through the test config's ``custom_imports``
+(``mmbcn_testing.state_dump_hook``; tests/ is on PYTHONPATH in those processes).
 """
 
 import os

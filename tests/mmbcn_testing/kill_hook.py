@@ -1,7 +1,7 @@
 """A test-only hook: one worker SIGKILLs its own process, as the OOM killer or a lost node would.
 
-Imported by the training processes through the test config's ``custom_imports`` (tests/helpers
-is on PYTHONPATH in those processes).
+Imported by the training processes through the test config's ``custom_imports``
+(``mmbcn_testing.kill_hook``; tests/ is on PYTHONPATH in those processes).
 """
 
 import os

@@ -1,10 +1,11 @@
 """Run BCN's Triton kernels under Triton's CPU interpreter; write each case's relative error.
 
-``python triton_interpreted.py OUT.json``. The passes are compared with the PyTorch-ops passes;
-the whole layer on :class:`~mmbcn.ops.triton_backend.TritonBackend` (float32) with the PyTorch
-backend in float64, through the real autograd Function (the all-reduce paths on a real
-one-process gloo group). Started by ``tests/ops/test_triton_interpreted.py`` in a fresh process,
-because ``TRITON_INTERPRET`` must be set before the kernels are defined.
+``python -m mmbcn_testing.triton_interpreted OUT.json`` (tests/ on PYTHONPATH). The passes are
+compared with the PyTorch-ops passes; the whole layer on
+:class:`~mmbcn.ops.triton_backend.TritonBackend` (float32) with the PyTorch backend in float64,
+through the real autograd Function (the all-reduce paths on a real one-process gloo group). Started
+by ``tests/ops/test_triton_interpreted.py`` in a fresh process, because ``TRITON_INTERPRET`` must be
+set before the kernels are defined.
 """
 
 import json
@@ -15,15 +16,16 @@ os.environ['TRITON_INTERPRET'] = '1'
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from backends import relative_errors, run_on_backend  # noqa: E402
-from triton_cases import (  # noqa: E402
+
+from mmbcn.ops import torch_backend, triton_backend  # noqa: E402
+
+from .backends import relative_errors, run_on_backend  # noqa: E402
+from .triton_cases import (  # noqa: E402
     LAYER_CASES,
     PASS_CASES,
     PRECISION_CASES,
     TENSOR_RATE_CASES,
 )
-
-from mmbcn.ops import torch_backend, triton_backend  # noqa: E402
 
 
 def pass_errors(shape, dtype):
