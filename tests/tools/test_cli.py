@@ -15,8 +15,8 @@ SEG_CONFIG = osp.join(
 
 def test_sync_bn_keeps_bcn_and_converts_plain_bn(tmp_path):
     """``sync_bn='torch'`` (MMEngine converts every _BatchNorm) leaves BCN a synchronized BCN."""
+    from mmbcn_testing.models import build_model
     from mmengine.model import convert_sync_batchnorm
-    from models import build_model
 
     from mmbcn import BatchChannelNorm2d
 
