@@ -15,7 +15,7 @@ $(STAMP): tools/setup_env.sh tools/constraints.txt pyproject.toml
 lint: setup
 	$(PYTHON) -m ruff check mmbcn tools tests configs benchmarks setup.py
 
-test: setup lint
+test: setup lint docs
 	$(PYTHON) -m pytest tests
 
 demo: setup
@@ -23,6 +23,12 @@ demo: setup
 
 bench: setup
 	$(PYTHON) benchmarks/bench_bcn.py
+
+# The documentation site (docs/en, Sphinx + MyST) into docs/_build/html. Warnings are errors, so
+# a link to a missing page or heading anchor, or a docstring that does not parse, fails it.
+.PHONY: docs
+docs: setup
+	$(PYTHON) -m sphinx -W --keep-going -b html docs/en docs/_build/html
 
 clean-env:
 	rm -rf $(VENV)
