@@ -11,10 +11,22 @@ BCN, how its batch stage runs:
   :class:`mmbcn.engine.BCNUpdateRateHook`, ``'cma'`` is ``momentum=None`` (r_t = 1/t, a
   cumulative average of the batches seen) without the hook.
 
-These presets are mmbcn's; none of them is a recipe of the BCN authors.
+The other normalizations of the same body of work:
+
+* ``'gn-pn'``: GroupNorm + Proxy Normalization (Labatie et al., NeurIPS 2021): the backbone
+  becomes its Proxy-Normalization variant (``ResNetV1c`` -> ``ProxyNormResNetV1c``, see
+  :mod:`mmbcn.models.backbones.proxy_norm_resnet`), every norm GroupNorm (the heads' plain GN);
+* ``'-rbn'`` after any preset whose norms have a scale (BN, SyncBN, GN, BCN; ``'bn-rbn'``,
+  ``'gn-ws-rbn'``, ``'bcn-ws-rbn'``, ...): that preset with the Revisiting-BN recipe (Davis and
+  Frank, arXiv:2110.13989): the 0.1 scale init, the lr / 100 and no-decay parameter groups, and
+  the input BatchNorm (:mod:`mmbcn.models.revisiting_bn`,
+  :mod:`mmbcn.engine.optimizers.revisiting_bn_constructor`).
+
+These presets are mmbcn's; none of them is a recipe of the BCN authors, and the two above apply
+their authors' methods as mmbcn configures them (placement in v1 ResNets, the heads' norms).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, Optional, Tuple
 
 from .errors import StudyInputError
@@ -26,6 +38,7 @@ from .errors import StudyInputError
 LARGE_BATCH_FROM = 8
 
 RATE_HOOK = 'BCNUpdateRateHook'
+RBN_SUFFIX = '-rbn'
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,8 @@ class Preset:
         micro_batch: BCN only: True or False fixes the mode, None takes it from the global batch.
         norm_options: extra keys of the norm cfg (``momentum=None`` for the cumulative average).
         rate_hook: the ``BCNUpdateRateHook`` cfg added in micro-batch mode (None: no hook).
+        proxy_norm: the backbone becomes its Proxy-Normalization variant.
+        revisiting_bn: the Revisiting-BN recipe is added (init, optimizer groups, input BN).
     """
 
     name: str
@@ -49,6 +64,8 @@ class Preset:
     micro_batch: Optional[bool] = None
     norm_options: Dict = field(default_factory=dict)
     rate_hook: Optional[Dict] = None
+    proxy_norm: bool = False
+    revisiting_bn: bool = False
 
     @property
     def is_bcn(self) -> bool:
@@ -57,6 +74,20 @@ class Preset:
     @property
     def uses_groups(self) -> bool:
         return self.norm_type in ('GN', 'BCN')
+
+    @property
+    def has_scale(self) -> bool:
+        """Whether the Revisiting-BN recipe applies: norms with a scale, no Proxy Norm (whose
+        scale sits under the activation) and the recipe not added yet."""
+        return (self.norm_type in ('BN', 'SyncBN', 'GN', 'BCN') and not self.proxy_norm
+                and not self.revisiting_bn)
+
+
+def with_revisiting_bn(preset: Preset) -> Preset:
+    """``preset`` with the Revisiting-BN recipe: named ``<name>-rbn``."""
+    return replace(preset, name=preset.name + RBN_SUFFIX, revisiting_bn=True,
+                   description=f'{preset.description} + Revisiting-BN recipe (scales 0.1 at '
+                               f'lr / 100, input BN)')
 
 
 MICRO_BATCH_SCOPES = ('mmdet',)
@@ -88,17 +119,31 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
            rate_hook=dict(type=RATE_HOOK, policy='constant', rate=0.1)),
     Preset('bcn-ws-cma', 'BCN + WS micro-batch, momentum=None: r = 1/t, no hook', 'BCN',
            weight_standardized=True, micro_batch=True, norm_options=dict(momentum=None)),
+    Preset('gn-pn', 'GroupNorm + Proxy Normalization (the PN backbone; heads GroupNorm)', 'GN',
+           proxy_norm=True),
 )}
+PRESETS['bn-rbn'] = with_revisiting_bn(PRESETS['bn'])
+
+
+def get_preset(name: str) -> Optional[Preset]:
+    """The preset called ``name``: one of :data:`PRESETS`, or ``<preset>-rbn`` for any preset
+    with a scale; None if there is none."""
+    if name in PRESETS:
+        return PRESETS[name]
+    base = PRESETS.get(name[:-len(RBN_SUFFIX)]) if name.endswith(RBN_SUFFIX) else None
+    return with_revisiting_bn(base) if base is not None and base.has_scale else None
 
 
 def get_presets(names) -> Tuple[Preset, ...]:
     """The presets of ``names``, in order; one error naming every unknown one and the valid."""
-    unknown = [name for name in names if name not in PRESETS]
+    unknown = [name for name in names if get_preset(name) is None]
     if unknown:
         raise StudyInputError(
             f'unknown normalization preset(s) {", ".join(map(repr, unknown))}; '
-            f'valid: {", ".join(PRESETS)}')
+            f'valid: {", ".join(PRESETS)}, and {RBN_SUFFIX!r} after any of '
+            f'{", ".join(n for n, p in PRESETS.items() if p.has_scale)} '
+            f'(the Revisiting-BN recipe)')
     duplicates = sorted({name for name in names if list(names).count(name) > 1})
     if duplicates:
         raise StudyInputError(f'preset(s) named twice: {", ".join(duplicates)}; name each once')
-    return tuple(PRESETS[name] for name in names)
+    return tuple(get_preset(name) for name in names)

@@ -117,7 +117,8 @@ def swap_report(plan: StudyPlan, preset: Preset) -> str:
     swap = plan.swaps[preset.name]
     lines = [f'### {preset.name}: {preset.description}', '',
              f'global batch {swap.global_batch} = {swap.images_per_gpu} image(s) per GPU x '
-             f'{plan.gpus} GPU(s)' + (f'; BCN {swap.bcn_mode} mode' if swap.bcn_mode else ''),
+             f'{plan.gpus} GPU(s)' + (f'; BCN {swap.bcn_mode} mode' if swap.bcn_mode else '')
+             + (f'; backbone {swap.backbone}' if swap.backbone else ''),
              '', 'changed:', *[f'- `{c}`' for c in swap.changes]]
     if swap.left:
         lines += ['', 'left alone:', *[f'- `{item}`' for item in swap.left]]

@@ -11,6 +11,13 @@ For a loaded MMEngine config and a :class:`~mmbcn.study.presets.Preset`:
   where it is not, every WS conv cfg of the model (:data:`WS_CONV_TYPES`) becomes ``None``;
 * BCN's mode: :func:`~mmbcn.study.presets.bcn_micro_batch` of the global batch (images per
   GPU x GPUs) and the config's scope, unless the preset fixes it;
+* Proxy-Normalization presets (``proxy_norm``): ``model.backbone`` of type ``ResNet``,
+  ``ResNetV1c`` or ``ResNetV1d`` becomes ``ProxyNormResNet``, ``...V1c``, ``...V1d`` (any other
+  backbone is refused), imported from ``mmbcn.models.backbones.<scope>_resnet``;
+* Revisiting-BN presets (``revisiting_bn``): ``RevisitingBNInit`` is added to ``model.init_cfg``,
+  ``model.data_preprocessor`` is wrapped in ``InputNormDataPreprocessor`` with its own
+  ``mean``/``std`` set to None, and ``optim_wrapper.constructor`` becomes
+  ``RevisitingBNOptimWrapperConstructor`` (a config with another constructor is refused);
 * ``custom_hooks``: every ``BCNUpdateRateHook`` is removed; the preset's is added when it runs
   micro-batch BCN; ``NormStatisticsHook`` is added at the given interval;
 * the run logs through MMEngine's ``LocalVisBackend`` (added when missing, other backends kept),
@@ -30,6 +37,7 @@ from mmengine.registry import init_default_scope
 from torch import nn
 
 from ..layers import BatchChannelNorm2d, WSConv2d
+from ..layers.proxy_norm import ProxyNormAct
 from .errors import StudyInputError
 from .presets import RATE_HOOK, Preset, bcn_micro_batch
 
@@ -38,6 +46,16 @@ FEATURE_NORM_TYPES = ('BN', 'BN2d', 'BatchNorm2d', 'SyncBN', 'MMSyncBN', 'GN', '
 WS_CONV_TYPES = ('WSConv2d', 'ConvWS', 'ConvAWS')
 STATS_HOOK = 'NormStatisticsHook'
 DEFAULT_GROUPS = 32
+PROXY_NORM_BACKBONES = {'ResNet': 'ProxyNormResNet', 'ResNetV1c': 'ProxyNormResNetV1c',
+                        'ResNetV1d': 'ProxyNormResNetV1d'}
+PROXY_NORM_SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
+RBN_INIT = dict(type='RevisitingBNInit', scale=0.1)
+RBN_PREPROCESSOR = 'InputNormDataPreprocessor'
+RBN_CONSTRUCTOR = 'RevisitingBNOptimWrapperConstructor'
+RBN_IMPORTS = ('mmbcn.models', 'mmbcn.engine.optimizers')
+# the data preprocessor a model of the scope builds when its cfg names no type
+DEFAULT_PREPROCESSORS = {'mmdet': 'DetDataPreprocessor', 'mmseg': 'SegDataPreProcessor',
+                         'mmpretrain': 'ClsDataPreprocessor'}
 
 
 @dataclass
@@ -50,6 +68,7 @@ class Swap:
         left: ``'path: why'`` for norm cfgs the rule leaves alone.
         images_per_gpu, global_batch: the batch the mode rule saw.
         bcn_mode: ``'micro-batch'`` or ``'large-batch'`` for BCN presets, else None.
+        backbone: ``'ResNetV1c -> ProxyNormResNetV1c'`` where the preset changes the backbone.
     """
 
     cfg: Config
@@ -58,6 +77,7 @@ class Swap:
     images_per_gpu: int = 0
     global_batch: int = 0
     bcn_mode: Optional[str] = None
+    backbone: Optional[str] = None
 
 
 def describe(node) -> str:
@@ -68,10 +88,11 @@ def describe(node) -> str:
     return f'{node.get("type")}({options})'
 
 
-def _owners(node, key: str, path: str) -> Iterator[Tuple[str, dict]]:
-    """(path, dict) for every dict in a cfg tree that has ``key``, depth first."""
+def _owners(node, key: Optional[str], path: str) -> Iterator[Tuple[str, dict]]:
+    """(path, dict) for every dict in a cfg tree that has ``key`` (every dict for None), depth
+    first."""
     if isinstance(node, dict):
-        if key in node:
+        if key is None or key in node:
             yield path, node
         for name, value in node.items():
             yield from _owners(value, key, f'{path}.{name}')
@@ -91,6 +112,9 @@ def norm_owners(model_cfg) -> Tuple[List[Tuple[str, dict]], List[str]]:
             left.append(f'{path}.norm_cfg: {describe(norm)} (not a 2-d feature norm)')
         else:
             swapped.append((path, owner))
+    for path, owner in _owners(model_cfg, None, 'model'):
+        for key in sorted(k for k in owner if isinstance(k, str) and k.endswith('_norm_cfg')):
+            left.append(f'{path}.{key}: {describe(owner[key])} (the rule swaps norm_cfg only)')
     return swapped, left
 
 
@@ -181,9 +205,60 @@ def _swap_logging(swap: Swap, record: _Recorder) -> None:
     if 'sync_bn' in cfg:
         swap.changes.append(f'sync_bn: {cfg.sync_bn!r} -> removed')
         cfg.pop('sync_bn')
-    imports = cfg.setdefault('custom_imports', dict(imports=[], allow_failed_imports=False))
-    if 'mmbcn' not in imports.get('imports', []):
-        record.set(imports, 'imports', [*imports.get('imports', []), 'mmbcn'], 'custom_imports')
+    _add_imports(swap, ['mmbcn'], record)
+
+
+def _add_imports(swap: Swap, modules: List[str], record: _Recorder) -> None:
+    imports = swap.cfg.setdefault('custom_imports', dict(imports=[], allow_failed_imports=False))
+    before = list(imports.get('imports', []))
+    missing = [module for module in modules if module not in before]
+    if missing:
+        record.set(imports, 'imports', [*before, *missing], 'custom_imports')
+
+
+def _swap_backbone(swap: Swap, record: _Recorder) -> None:
+    """The Proxy-Normalization variant of the model's ResNet backbone."""
+    backbone = swap.cfg.model.get('backbone')
+    kind = backbone.get('type') if isinstance(backbone, dict) else None
+    scope = swap.cfg.get('default_scope')
+    if kind not in PROXY_NORM_BACKBONES or scope not in PROXY_NORM_SCOPES:
+        raise StudyInputError(
+            f'Proxy Normalization swaps model.backbone {kind!r} (scope {scope!r}): it has '
+            f'variants of {", ".join(PROXY_NORM_BACKBONES)} in {", ".join(PROXY_NORM_SCOPES)} '
+            f'only')
+    swap.backbone = f'{kind} -> {PROXY_NORM_BACKBONES[kind]}'
+    record.set(backbone, 'type', PROXY_NORM_BACKBONES[kind], 'model.backbone')
+    _add_imports(swap, [f'mmbcn.models.backbones.{scope}_resnet'], record)
+
+
+def _add_revisiting_bn(swap: Swap, record: _Recorder) -> None:
+    """The Revisiting-BN recipe: init, input BatchNorm, optimizer groups."""
+    cfg = swap.cfg
+    optim_wrapper = cfg.get('optim_wrapper')
+    constructor = optim_wrapper.get('constructor') if optim_wrapper else None
+    if not optim_wrapper or constructor not in (None, 'DefaultOptimWrapperConstructor',
+                                                 RBN_CONSTRUCTOR):
+        raise StudyInputError(
+            f'the Revisiting-BN recipe builds the optimizer with {RBN_CONSTRUCTOR}; this '
+            f'config has {"no optim_wrapper" if not optim_wrapper else constructor!r}')
+    record.set(optim_wrapper, 'constructor', RBN_CONSTRUCTOR, 'optim_wrapper')
+    model = cfg.model
+    init_cfg = model.get('init_cfg')
+    init_cfgs = list(init_cfg) if isinstance(init_cfg, (list, tuple)) else (
+        [init_cfg] if init_cfg else [])
+    if not any(c.get('type') == RBN_INIT['type'] for c in init_cfgs):
+        record.set(model, 'init_cfg', [*init_cfgs, dict(RBN_INIT)], 'model')
+    # the Runner gives the model the top-level data_preprocessor when it has none
+    preprocessor = model.get('data_preprocessor') or cfg.get('data_preprocessor')
+    if not isinstance(preprocessor, dict):
+        raise StudyInputError('the Revisiting-BN recipe wraps model.data_preprocessor in '
+                              f'{RBN_PREPROCESSOR}; this config has none')
+    if preprocessor.get('type') != RBN_PREPROCESSOR:
+        inner = dict(_plain(preprocessor), mean=None, std=None)
+        inner.setdefault('type', DEFAULT_PREPROCESSORS.get(cfg.get('default_scope')))
+        record.set(model, 'data_preprocessor', dict(type=RBN_PREPROCESSOR, preprocessor=inner),
+                   'model')
+    _add_imports(swap, list(RBN_IMPORTS), record)
 
 
 def swap_config(cfg: Config, preset: Preset, gpus: int, stats_interval: int = 0,
@@ -214,6 +289,10 @@ def swap_config(cfg: Config, preset: Preset, gpus: int, stats_interval: int = 0,
         record.set(owner, 'norm_cfg',
                    preset_norm_cfg(preset, groups, micro_batch, requires_grad), path)
     _swap_convs(swap, owners, preset.weight_standardized, record)
+    if preset.proxy_norm:
+        _swap_backbone(swap, record)
+    if preset.revisiting_bn:
+        _add_revisiting_bn(swap, record)
     _swap_hooks(swap, preset, micro_batch, stats_interval)
     _swap_logging(swap, record)
     return swap
@@ -224,7 +303,7 @@ def built_layers(cfg: Config) -> dict:
     norm layer escaped the rule (one built from a module's default instead of a norm_cfg)."""
     init_default_scope(cfg.default_scope)
     model = importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(cfg.model)
-    kinds = (BatchChannelNorm2d, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
+    kinds = (BatchChannelNorm2d, ProxyNormAct, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
              nn.modules.instancenorm._InstanceNorm, WSConv2d, nn.Conv2d)
     counts = {}
     for module in model.modules():

@@ -1,0 +1,48 @@
+"""mmdet's ResNets with Proxy Normalization, registered in ``mmdet.registry.MODELS``:
+``ProxyNormResNet``, ``ProxyNormResNetV1c`` (deep stem) and ``ProxyNormResNetV1d`` (deep stem,
+average-pool downsampling). See :mod:`.proxy_norm_resnet` for what differs from the parents.
+
+Importing this module imports mmdet.
+"""
+
+from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
+from mmdet.registry import MODELS
+
+from .proxy_norm_resnet import (ProxyNormBasicBlockMixin, ProxyNormBottleneckMixin,
+                                ProxyNormResNetMixin, proxy_norm_arch_settings)
+
+__all__ = ['ProxyNormBasicBlock', 'ProxyNormBottleneck', 'ProxyNormResNet', 'ProxyNormResNetV1c',
+           'ProxyNormResNetV1d']
+
+
+class ProxyNormBasicBlock(ProxyNormBasicBlockMixin, BasicBlock):
+    """mmdet's BasicBlock with Proxy Normalization after norm1."""
+
+
+class ProxyNormBottleneck(ProxyNormBottleneckMixin, Bottleneck):
+    """mmdet's Bottleneck with Proxy Normalization after norm1 and norm2."""
+
+
+@MODELS.register_module()
+class ProxyNormResNet(ProxyNormResNetMixin, ResNet):
+    """mmdet's ResNet with Proxy Normalization (``proxy_cfg``: options of every
+    ``NormProxyAct``; the rest as ResNet)."""
+
+    arch_settings = proxy_norm_arch_settings(ResNet.arch_settings, ProxyNormBasicBlock,
+                                             ProxyNormBottleneck)
+
+
+@MODELS.register_module()
+class ProxyNormResNetV1c(ProxyNormResNet):
+    """ProxyNormResNet with the deep stem (three 3x3 convs), mmdet has no ResNetV1c of its own: here the deep stem without average-pool downsampling, as mmseg's and mmpretrain's."""
+
+    def __init__(self, **kwargs):
+        super().__init__(deep_stem=True, avg_down=False, **kwargs)
+
+
+@MODELS.register_module()
+class ProxyNormResNetV1d(ProxyNormResNet):
+    """ProxyNormResNet with the deep stem and average-pool downsampling, as ResNetV1d."""
+
+    def __init__(self, **kwargs):
+        super().__init__(deep_stem=True, avg_down=True, **kwargs)
