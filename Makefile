@@ -50,3 +50,22 @@ study-rate: setup
 	$(STUDY_DATA)
 	$(PYTHON) tools/norm_study.py $(STUDY_CONFIG) --norms bcn-ws-lr bcn-ws-constant bcn-ws-cma \
 		--seeds 0 1 2 --gpus 2 --work-dir work_dirs/study-rate
+
+# study-other: the same task with Proxy Normalization (gn-pn) and the Revisiting-BN recipe added
+# to the presets with a scale (-rbn; bn-rbn cannot train here, as bn). study-gn-pool: the presets
+# on the same task with the ASPP image-pooling branch's norm kept GroupNorm for every preset
+# (its 1x1 features give batch statistics one value per channel and image), where BN trains.
+STUDY_GN_POOL := configs/study/deeplabv3_r18-d8_gn-ws_2xb1-study-gn-pool-demo-shapes.py
+
+.PHONY: study-other study-gn-pool
+
+study-other: setup
+	$(STUDY_DATA)
+	$(PYTHON) tools/norm_study.py $(STUDY_CONFIG) --norms gn-pn bn-rbn gn-ws-rbn bcn-ws-rbn \
+		--seeds 0 1 2 --gpus 2 --work-dir work_dirs/study-other
+
+study-gn-pool: setup
+	$(STUDY_DATA)
+	$(PYTHON) tools/norm_study.py $(STUDY_GN_POOL) \
+		--norms bn gn gn-ws bcn-ws gn-pn bn-rbn gn-ws-rbn bcn-ws-rbn \
+		--seeds 0 1 2 --gpus 2 --work-dir work_dirs/study-gn-pool
