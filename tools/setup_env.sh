@@ -49,7 +49,7 @@ step "OpenMMLab stack"
     ftfy regex "torchvision==0.28.0" "mmpretrain==1.2.0"
 
 step "mmbcn (editable) with test tools"
-"${PIP[@]}" --no-build-isolation -e ".[tests]"
+"${PIP[@]}" --no-build-isolation -e ".[tests,docs]"
 # Scripts that import torchvision before reading any mmbcn config (mmseg's get_flops.py) need
 # mmbcn.torchvision_compat from the interpreter's start: a .pth file in site-packages.
 "$PY" -c 'from mmbcn.torchvision_compat import write_startup_file; print(write_startup_file())'
