@@ -1,13 +1,14 @@
 # Proxy Normalization on the DeepLabV3 R18-D8 demo (../demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-
 # shapes.py: generated shapes in VOC layout, CPU): the backbone is mmbcn's ProxyNormResNetV1c
 # (each norm followed by a ReLU becomes GroupNorm without affine + ProxyNormAct; the last norm of
-# each block plain GroupNorm; a plain ReLU after the residual sum: see configs/proxy_norm/README.md),
+# each block plain GroupNorm; a plain ReLU after the residual sum: configs/proxy_norm/README.md),
 # the heads plain GroupNorm, convs plain (the paper pairs PN with GN or LN, without WS).
 _base_ = '../demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py'
 custom_imports = dict(imports=['mmbcn', 'mmbcn.models', 'mmbcn.models.backbones.mmseg_resnet'],
                       allow_failed_imports=False)
 
-norm_cfg = dict(type='GN', num_groups=8, requires_grad=True)
+# _delete_: the base's BCN cfg goes, not merged
+norm_cfg = dict(_delete_=True, type='GN', num_groups=8, requires_grad=True)
 # the authors' defaults (K = 200 Gaussian quantiles, eps = 0.03), spelled out
 proxy_cfg = dict(act_cfg=dict(type='ReLU'), num_samples=200, eps=0.03)
 model = dict(

@@ -6,7 +6,8 @@ _base_ = '../demo/mask-rcnn_r18_fpn_bcn-ws_2xb2-demo-shapes.py'
 custom_imports = dict(imports=['mmbcn', 'mmbcn.models', 'mmbcn.models.backbones.mmdet_resnet'],
                       allow_failed_imports=False)
 
-norm_cfg = dict(type='GN', num_groups=8, requires_grad=True)
+# _delete_: the base's BCN cfg goes, not merged
+norm_cfg = dict(_delete_=True, type='GN', num_groups=8, requires_grad=True)
 model = dict(
     backbone=dict(type='ProxyNormResNet', norm_cfg=norm_cfg, conv_cfg=None,
                   proxy_cfg=dict(num_samples=200, eps=0.03)),

@@ -9,7 +9,8 @@ _base_ = '../demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py'
 custom_imports = dict(imports=['mmbcn', 'mmbcn.models', 'mmbcn.engine.optimizers'],
                       allow_failed_imports=False)
 
-norm_cfg = dict(type='BN', requires_grad=True)
+# _delete_: the base's BCN cfg goes, not merged
+norm_cfg = dict(_delete_=True, type='BN', requires_grad=True)
 crop_size = (64, 64)
 model = dict(
     init_cfg=[dict(type='RevisitingBNInit', scale=0.1)],

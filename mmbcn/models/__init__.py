@@ -5,8 +5,13 @@ recipe's init and input BatchNorm (:mod:`.revisiting_bn`). Importing this packag
 ``InputNormDataPreprocessor`` (``MODELS``)."""
 
 from ..layers.proxy_norm import NormProxyAct, ProxyNormAct
-from .revisiting_bn import (InputBatchNorm, InputNormDataPreprocessor, RevisitingBNInit,
-                            revisiting_bn_init, scaled_norms)
+from .revisiting_bn import (
+                            InputBatchNorm,
+                            InputNormDataPreprocessor,
+                            RevisitingBNInit,
+                            revisiting_bn_init,
+                            scaled_norms,
+)
 
 __all__ = ['InputBatchNorm', 'InputNormDataPreprocessor', 'NormProxyAct', 'ProxyNormAct',
            'RevisitingBNInit', 'revisiting_bn_init', 'scaled_norms']

@@ -34,6 +34,7 @@ from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmengine.utils import import_modules_from_strings
 from torch import nn
 
 from ..layers import BatchChannelNorm2d, WSConv2d
@@ -300,7 +301,12 @@ def swap_config(cfg: Config, preset: Preset, gpus: int, stats_interval: int = 0,
 
 def built_layers(cfg: Config) -> dict:
     """How many layers of each norm and conv class the config's model builds: the check that no
-    norm layer escaped the rule (one built from a module's default instead of a norm_cfg)."""
+    norm layer escaped the rule (one built from a module's default instead of a norm_cfg).
+    Imports the config's ``custom_imports`` first, as the Runner of each run does (a swap may
+    add some: the Proxy-Normalization backbones, the Revisiting-BN recipe)."""
+    imports = cfg.get('custom_imports')
+    if imports:
+        import_modules_from_strings(**imports)
     init_default_scope(cfg.default_scope)
     model = importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(cfg.model)
     kinds = (BatchChannelNorm2d, ProxyNormAct, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,

@@ -9,8 +9,13 @@ import torch
 from mmengine.registry import MODELS
 from torch import nn
 
-from mmbcn.layers.proxy_norm import (NormProxyAct, ProxyNormAct, gaussian_quantiles,
-                                     proxy_norm_activation, proxy_statistics)
+from mmbcn.layers.proxy_norm import (
+    NormProxyAct,
+    ProxyNormAct,
+    gaussian_quantiles,
+    proxy_norm_activation,
+    proxy_statistics,
+)
 
 
 def relu_gaussian_moments(mean: float, std: float):
@@ -115,9 +120,11 @@ def test_registered_module_builds_from_a_config_and_starts_as_the_authors_init()
     for name in ('bias', 'proxy_weight', 'proxy_bias'):
         assert torch.count_nonzero(getattr(module, name)) == 0
     x = torch.randn(2, 4, 5, 5)
-    mean, var = relu_gaussian_moments(0.0, 1.0)  # at init: relu(N(0, 1))
+    # at init the proxy is relu(N(0, 1)): its closed-form moments, to the quantiles' accuracy
+    # (the 200 quantiles miss 0.8 % of the variance: the output is up to ~0.5 % larger)
+    mean, var = relu_gaussian_moments(0.0, 1.0)
     expected = (torch.relu(x) - mean) / math.sqrt(var + 0.03)
-    torch.testing.assert_close(module(x), expected, rtol=0, atol=2e-3)
+    torch.testing.assert_close(module(x), expected, rtol=1e-2, atol=1e-3)
     assert not module.activation.inplace  # the input is used twice: never in place
     built = MODELS.build(dict(type='ProxyNormAct', num_features=4,
                               act_cfg=dict(type='ReLU', inplace=True)))

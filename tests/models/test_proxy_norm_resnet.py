@@ -31,7 +31,7 @@ def build(toolbox, kind, **kwargs):
                   kind, dict(type=kind))
     if kind.startswith('ProxyNorm'):
         parent = dict(type=kind)
-    return registry.build(dict(parent, norm_cfg=GN, **kwargs))
+    return registry.build(dict(parent, **dict(dict(norm_cfg=GN), **kwargs)))
 
 
 def count(model, cls):
@@ -49,7 +49,9 @@ def test_pn_after_every_norm_followed_by_a_relu_and_the_parents_keys(toolbox, ki
     # the last norm of each branch and the downsample norms stay plain GN with affine
     plain = [m for m in model.modules() if type(m) is nn.GroupNorm and m.affine]
     assert len(plain) == count(parent, nn.GroupNorm) - activated
-    assert not any(isinstance(m, nn.ReLU) for m in _stem(model).modules())
+    # no ReLU in the stem but the PN's own activation (phi, applied before the proxy's stats)
+    assert all(name.endswith('.activation') for name, m in _stem(model).named_modules()
+               if isinstance(m, nn.ReLU))
     # every parent key is there under the same name; the new ones are the proxies'
     parent_keys, keys = set(parent.state_dict()), set(model.state_dict())
     assert parent_keys <= keys

@@ -43,7 +43,7 @@ def test_gn_pn_swaps_in_the_pn_backbone_and_says_so():
     swap = swapped(STUDY, 'gn-pn')
     assert swap.cfg.model.backbone.type == 'ProxyNormResNetV1c'
     assert swap.backbone == 'ResNetV1c -> ProxyNormResNetV1c'
-    assert 'model.backbone.type: ResNetV1c -> ProxyNormResNetV1c' in swap.changes
+    assert "model.backbone.type: 'ResNetV1c' -> 'ProxyNormResNetV1c'" in swap.changes
     assert 'mmbcn.models.backbones.mmseg_resnet' in swap.cfg.custom_imports.imports
     assert swap.cfg.model.backbone.conv_cfg is None
     assert swap.cfg.model.decode_head.norm_cfg.type == 'GN'

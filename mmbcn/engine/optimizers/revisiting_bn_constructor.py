@@ -44,7 +44,7 @@ class RevisitingBNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         on its own name, so a (1, C) linear weight (one output) keeps its weight decay and a
         bias of a module called ``*weight*`` is not a scale. On a ResNet both rules pick the same
         parameters. Parameters that do not require gradients (the input BatchNorm's frozen bias)
-        are grouped as MMEngine groups them; the optimizer skips them.
+        are left out, as MMEngine leaves them out (the authors' function skips them too).
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):

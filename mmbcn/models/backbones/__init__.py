@@ -4,8 +4,12 @@ module per toolbox, imported by name because each imports its toolbox's models:
 ``mmdet_resnet``, ``mmpretrain_resnet``) registers ``ProxyNormResNet``, ``ProxyNormResNetV1c``
 and ``ProxyNormResNetV1d`` in that toolbox's ``MODELS``."""
 
-from .proxy_norm_resnet import (ProxyNormBasicBlockMixin, ProxyNormBottleneckMixin,
-                                ProxyNormResNetMixin, proxy_norm_arch_settings)
+from .proxy_norm_resnet import (
+                                ProxyNormBasicBlockMixin,
+                                ProxyNormBottleneckMixin,
+                                ProxyNormResNetMixin,
+                                proxy_norm_arch_settings,
+)
 
 TOOLBOX_MODULES = {'mmdet': 'mmdet_resnet', 'mmseg': 'mmseg_resnet',
                    'mmpretrain': 'mmpretrain_resnet'}

@@ -8,8 +8,12 @@ Importing this module imports mmdet.
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmdet.registry import MODELS
 
-from .proxy_norm_resnet import (ProxyNormBasicBlockMixin, ProxyNormBottleneckMixin,
-                                ProxyNormResNetMixin, proxy_norm_arch_settings)
+from .proxy_norm_resnet import (
+    ProxyNormBasicBlockMixin,
+    ProxyNormBottleneckMixin,
+    ProxyNormResNetMixin,
+    proxy_norm_arch_settings,
+)
 
 __all__ = ['ProxyNormBasicBlock', 'ProxyNormBottleneck', 'ProxyNormResNet', 'ProxyNormResNetV1c',
            'ProxyNormResNetV1d']
@@ -34,7 +38,8 @@ class ProxyNormResNet(ProxyNormResNetMixin, ResNet):
 
 @MODELS.register_module()
 class ProxyNormResNetV1c(ProxyNormResNet):
-    """ProxyNormResNet with the deep stem (three 3x3 convs), mmdet has no ResNetV1c of its own: here the deep stem without average-pool downsampling, as mmseg's and mmpretrain's."""
+    """ProxyNormResNet with the deep stem (three 3x3 convs) and strided-conv downsampling, as
+    mmseg's and mmpretrain's ResNetV1c (mmdet has no ResNetV1c of its own)."""
 
     def __init__(self, **kwargs):
         super().__init__(deep_stem=True, avg_down=False, **kwargs)

@@ -8,8 +8,12 @@ Importing this module imports mmpretrain.
 from mmpretrain.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmpretrain.registry import MODELS
 
-from .proxy_norm_resnet import (ProxyNormBasicBlockMixin, ProxyNormBottleneckMixin,
-                                ProxyNormResNetMixin, proxy_norm_arch_settings)
+from .proxy_norm_resnet import (
+    ProxyNormBasicBlockMixin,
+    ProxyNormBottleneckMixin,
+    ProxyNormResNetMixin,
+    proxy_norm_arch_settings,
+)
 
 __all__ = ['ProxyNormBasicBlock', 'ProxyNormBottleneck', 'ProxyNormResNet', 'ProxyNormResNetV1c',
            'ProxyNormResNetV1d']
