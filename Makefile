@@ -15,8 +15,24 @@ $(STAMP): tools/setup_env.sh tools/constraints.txt pyproject.toml
 lint: setup
 	$(PYTHON) -m ruff check mmbcn tools tests configs benchmarks setup.py
 
+# The whole suite on the main stack, then the oldest and the newest supported stacks (each in
+# its own .venv-STACK, made once: tools/setup_stack.sh) with the subset tools/test_stacks.sh
+# names.
+STACKS := torch2.1 torch2.15
+
 test: setup lint docs
 	$(PYTHON) -m pytest tests
+	$(MAKE) test-stacks
+
+.PHONY: test-stacks
+test-stacks: $(STACKS:%=test-%)
+
+test-%: .venv-%/.mmbcn-installed
+	bash tools/test_stacks.sh $*
+
+.venv-%/.mmbcn-installed: tools/stacks/%.txt tools/setup_stack.sh pyproject.toml
+	bash tools/setup_stack.sh $*
+	touch $@
 
 demo: setup
 	$(PYTHON) tools/demo.py
@@ -31,7 +47,7 @@ docs: setup
 	$(PYTHON) -m sphinx -W --keep-going -b html docs/en docs/_build/html
 
 clean-env:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(STACKS:%=.venv-%)
 
 # Which normalization for a micro-batch task? The normalization study in small, on CPU: the
 # DeepLabV3 demo task at 2 gloo processes x 1 image, 5 presets x 3 seeds (tools/norm_study.py).

@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from .compat import onnx_export_options
+
 __all__ = ['TensorForward', 'export_onnx', 'onnxruntime_max_error']
 
 
@@ -27,7 +29,7 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: str, opset: int 
     dims = {0: 'batch', 2: 'height', 3: 'width'}
     with torch.no_grad():
         torch.onnx.export(module, (example,), path, input_names=['image'], opset_version=opset,
-                          dynamic_axes={'image': dims}, dynamo=False)
+                          dynamic_axes={'image': dims}, **onnx_export_options())
     return path
 
 

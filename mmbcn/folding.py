@@ -14,7 +14,7 @@ running_mean s``. Two of mmbcn's layers break that rule's assumptions:
 :func:`fuse_conv_norm` is the replacement of mmcv's ``_fuse_conv_bn`` (``fuse_conv_bn``), and
 :func:`efficient_conv_norm_eval_forward` of mmcv's ``efficient_conv_bn_eval_forward``
 (``ConvModule(efficient_conv_bn_eval=True)``), for the pairs that involve BCN or WSConv2d; other
-pairs go to mmcv's own functions. :mod:`mmbcn.upstream_patches` installs them.
+pairs go to mmcv's own functions. :mod:`mmbcn.patches` installs them.
 """
 
 from typing import Callable

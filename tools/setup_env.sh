@@ -5,7 +5,8 @@
 # from source with its ops (mmdet 3.3.0 / mmseg 1.2.2 need mmcv < 2.2.0 and mmcv.ops),
 # mmdet 3.3.0, mmsegmentation 1.2.2,
 # mmpretrain 1.2.0 (with torchvision 0.28.0), openmim 0.3.8 (the `mim` extra, in `tests`: see
-# pyproject.toml for why not 0.3.9).
+# pyproject.toml for why not 0.3.9), triton 3.5.1 (the kernels' interpreter tests). The other
+# supported stacks: tools/setup_stack.sh.
 #
 # mmcv has only an sdist on PyPI and takes ~13 minutes to build on 2 cores, so the wheel
 # is built once into $MMBCN_WHEELHOUSE (default ~/.cache/mmbcn/wheels) and reused.
@@ -49,7 +50,15 @@ step "OpenMMLab stack"
     ftfy regex "torchvision==0.28.0" "mmpretrain==1.2.0"
 
 step "mmbcn (editable) with test tools"
-"${PIP[@]}" --no-build-isolation -e ".[tests,docs]"
+# triton: the tests run BCN's kernels under Triton's CPU interpreter, with the Triton they were
+# checked with (no extra of mmbcn names triton: see pyproject.toml).
+"${PIP[@]}" --no-build-isolation -e ".[tests,docs]" triton
+# openmim finds a package at <its distribution's location>/<name>, i.e. site-packages/mmbcn,
+# which an editable install does not create (open-mmlab/mim#114): a link to the checkout's
+# package puts it there, so `mim train/test/search mmbcn` work on this install as on a wheel.
+# The link and the editable install lead to the same files.
+SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+ln -sfn "$PWD/mmbcn" "$SITE/mmbcn"
 # Scripts that import torchvision before reading any mmbcn config (mmseg's get_flops.py) need
 # mmbcn.torchvision_compat from the interpreter's start: a .pth file in site-packages.
 "$PY" -c 'from mmbcn.torchvision_compat import write_startup_file; print(write_startup_file())'

@@ -10,9 +10,11 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .. import compat
 from ..ops import ESTIMATE_RULES, batch_channel_norm
 from ..ops.function import world_size_of
 from ..ops.maths import positions_per_sample
+from .fx_tracing import refuse_fx_tracing_through
 
 __all__ = ['BatchChannelNorm2d', 'GroupCountMismatchError', 'convert_sync_batchnorm',
            'revert_sync_batchnorm']
@@ -195,7 +197,8 @@ class BatchChannelNorm2d(_BatchNorm):
         return F.group_norm(y, self.num_groups, *self.channel_stage_affine(), self.eps)
 
     def traced_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The eval-mode forward as two aten ops, for ``torch.jit`` tracing and ``torch.export``.
+        """The eval-mode forward as two aten ops, for ``torch.jit`` tracing, ``torch.export`` and
+        ``torch.compile`` in eval mode.
 
         Tracers (MMEngine's FLOP counter, TorchScript-based ONNX export) and ``torch.export``
         (the default ONNX exporter) cannot record BCN's autograd Function. In eval mode BCN is
@@ -214,13 +217,15 @@ class BatchChannelNorm2d(_BatchNorm):
         return self.channel_stage_forward(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        refuse_fx_tracing_through(self, x)
         self._check_input_dim(x)
         if self.running_mean is None or self.running_var is None:
             raise RuntimeError(
                 'BatchChannelNorm2d has no running statistics (running_mean / running_var are '
                 'None, e.g. after torch.func.replace_all_batch_norm_modules_); BCN has no '
                 'statistics-free mode: keep its buffers.')
-        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        if (torch.jit.is_tracing() or compat.is_exporting()
+                or (not self.training and compat.is_compiling())):
             return self.traced_forward(x)
         synchronize = self.training and self.synchronizes()
         if self.training and not self.estimate and not synchronize:
@@ -305,7 +310,7 @@ def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
 
     torch's converter alone replaces every ``_BatchNorm`` instance, BCN included, by a plain
     ``SyncBatchNorm`` and so would silently drop BCN's channel stage (``import mmbcn`` makes it
-    keep BCN too: :mod:`mmbcn.upstream_patches`). BCN layers already
+    keep BCN too: :mod:`mmbcn.patches`). BCN layers already
     synchronize their batch statistics (``sync_stats=True``); here they are kept and switched to
     synchronize over ``process_group``, and every other BatchNorm becomes a SyncBatchNorm.
     ``mmengine.model.revert_sync_batchnorm`` (re-exported here) leaves BCN layers alone.

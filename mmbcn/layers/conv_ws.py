@@ -5,6 +5,7 @@ from mmengine.registry import MODELS
 from torch import nn
 
 from ..ops import WS_EPS_FORMS, weight_standardize
+from .fx_tracing import refuse_fx_tracing_through
 
 
 @MODELS.register_module(name='WSConv2d')
@@ -60,6 +61,7 @@ class WSConv2d(nn.Conv2d):
         return weight_standardize(self.weight, self.eps, self.eps_on)
 
     def forward(self, x):
+        refuse_fx_tracing_through(self, x)
         return self._conv_forward(x, self.standardized_weight(), self.bias)
 
     def extra_repr(self) -> str:

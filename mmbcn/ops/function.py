@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
+from ..compat import triton_problem
 from . import maths
 from .maths import Params, Settings
 from .torch_backend import TorchBackend
@@ -45,10 +46,10 @@ def all_reduce_sum(tensor: torch.Tensor, process_group=None) -> torch.Tensor:
     return reduced
 
 
-def _log_once(reason: str) -> None:
+def _log_once(reason: str, level: int = logging.INFO) -> None:
     if reason not in _logged_fallbacks:
         _logged_fallbacks.add(reason)
-        logger.info('mmbcn: BCN runs %s', reason)
+        logger.log(level, 'mmbcn: BCN runs %s', reason)
 
 
 def on_device_of(x: torch.Tensor):
@@ -60,11 +61,12 @@ def choose_backend(x: torch.Tensor, settings: Settings):
     """The backend for this call: Triton kernels where they apply, else PyTorch ops."""
     if not x.is_cuda:
         return _TORCH
-    try:
-        from . import triton_backend
-    except ImportError:
-        _log_once('on PyTorch ops on CUDA: Triton is not installed')
+    problem = triton_problem()
+    if problem is not None:
+        _log_once(f'on PyTorch ops on CUDA: {problem}', logging.WARNING)
         return _TORCH
+    from . import triton_backend
+
     if not triton_backend.supports(x):
         return _TORCH  # MMBCN_TRITON=0, a non-contiguous or float64 input: no message needed
     reason = triton_backend.maths_kernels_apply(x, settings)

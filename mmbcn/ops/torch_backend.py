@@ -16,6 +16,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 
+from ..compat import is_compiling
 from . import maths
 from .maths import Params, Settings
 
@@ -149,6 +150,10 @@ def _row_affine(rows: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
     ``rows * scale + (shift - center * scale)``), element by element, so ``out`` may be ``rows``
     itself: in place it is one pass where ``mul_`` then ``add_`` make two.
     """
+    if is_compiling():  # Dynamo graphs get the plain formulation (torch 2.1 cannot lower .out)
+        per_row = (1, -1, 1)
+        return out.copy_((rows - center.reshape(per_row)) * scale.reshape(per_row)
+                         + shift.reshape(per_row))
     flat_scale = scale.reshape(-1)
     unused = rows.new_empty(0)  # the batch statistics it would save in training
     torch.ops.aten.native_batch_norm.out(

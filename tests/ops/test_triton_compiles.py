@@ -9,7 +9,12 @@ as runtime values and as the constant 1 Triton specializes them to.
 
 import pytest
 
-triton = pytest.importorskip('triton', reason='needs Triton (installed with the tests extra)')
+from mmbcn.compat import triton_problem  # noqa: E402
+
+if triton_problem() is not None:  # the kernels are used (and tested) with a checked Triton only
+    pytest.skip(f'needs the Triton the kernels were checked with: {triton_problem()}',
+                allow_module_level=True)
+import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 

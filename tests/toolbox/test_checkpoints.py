@@ -7,18 +7,21 @@ import fix), then loaded as OpenMMLab loads them (``mmengine.runner.load_checkpo
 ``torch.load`` with its default ``weights_only=True``).
 """
 
+import os
 import os.path as osp
 import pickle
 import subprocess
 import sys
 import textwrap
+from fractions import Fraction  # a class no checkpoint allow-list holds
 
 import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
-from mmbcn.checkpoints import checkpoint_problem, convert
+from mmbcn import checkpoints as checkpoints_module
+from mmbcn.checkpoints import CheckpointRefusedError, checkpoint_problem, convert, load_weights_only
 
 TRAIN = textwrap.dedent("""
     import copyreg
@@ -130,3 +133,99 @@ def test_the_conversion_reaches_nothing_but_the_statistics(tmp_path, name):
     with pytest.raises(pickle.UnpicklingError, match='only the statistics'):
         convert(source, str(tmp_path / 'out.pth'))
     assert not osp.exists(tmp_path / 'out.pth')
+
+
+def test_the_restricted_unpickler_loads_runner_checkpoints(checkpoints, monkeypatch):
+    """torch < 2.6 has no allow-list mmbcn can extend: its own unpickler loads the same files."""
+    monkeypatch.setattr(checkpoints_module, '_registered_with_torch', False)
+    loaded = load_weights_only(checkpoints['with-mmbcn'], map_location='cpu')
+    reference = torch.load(checkpoints['with-mmbcn'])
+    assert loaded['state_dict'].keys() == reference['state_dict'].keys()
+    for key, value in reference['state_dict'].items():
+        assert torch.equal(loaded['state_dict'][key], value), key
+    assert isinstance(loaded['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
+
+
+@pytest.mark.parametrize('restricted', [False, True], ids=['torch allow-list', 'mmbcn unpickler'])
+def test_a_refusal_names_the_class_and_the_command(tmp_path, monkeypatch, restricted):
+    if restricted:
+        monkeypatch.setattr(checkpoints_module, '_registered_with_torch', False)
+    path = str(tmp_path / 'custom.pth')
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {'thing': Fraction(1, 3)}}, path)
+    with pytest.raises(CheckpointRefusedError) as refusal:
+        load_weights_only(path)
+    message = str(refusal.value)
+    assert refusal.value.refused == 'fractions.Fraction' and 'fractions.Fraction' in message
+    assert f'python -m mmbcn.checkpoints convert --trusted {path}' in message
+    assert 'written by MMEngine' not in message
+
+
+def test_a_hostile_global_is_refused_by_the_restricted_unpickler(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints_module, '_registered_with_torch', False)
+
+    class Hostile:
+        def __reduce__(self):
+            return os.system, ('echo pwned',)
+
+    path = str(tmp_path / 'hostile.pth')
+    torch.save({'x': Hostile()}, path)
+    with pytest.raises(CheckpointRefusedError, match=r'holds (posix|os)\.system'):
+        load_weights_only(path)
+
+
+def test_the_trusted_conversion_keeps_the_weights_and_names_what_it_leaves_out(tmp_path):
+    source, destination = str(tmp_path / 'custom.pth'), str(tmp_path / 'plain.pth')
+    meta = {'thing': Fraction(1, 3), 'iter': 4}
+    torch.save({'state_dict': {'w': torch.arange(3.0)}, 'meta': meta}, source)
+    result = subprocess.run([sys.executable, '-m', 'mmbcn.checkpoints', 'convert', '--trusted',
+                             source, destination], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "left out: checkpoint['meta']['thing']" in result.stdout
+    converted = load_weights_only(destination)
+    assert torch.equal(converted['state_dict']['w'], torch.arange(3.0))
+    assert converted['meta'] == {'thing': None, 'iter': 4}
+
+
+def test_torch_force_no_weights_only_load_is_honoured_with_a_warning(tmp_path, monkeypatch):
+    path = str(tmp_path / 'custom.pth')
+    torch.save({'meta': {'thing': Fraction(7)}}, path)
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    checkpoints_module._warned.clear()
+    with pytest.warns(UserWarning, match='TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set'):
+        loaded = load_weights_only(path)
+    assert loaded['meta']['thing'] == Fraction(7)
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '0')
+    with pytest.raises(CheckpointRefusedError):
+        load_weights_only(path)
+
+
+@pytest.fixture
+def registered_statistic():
+    """A statistic registered as MMEngine documents it; unregistered afterwards."""
+    def doubled_mean(buffer):
+        return 2 * buffer.mean()
+    HistoryBuffer.register_statistics(doubled_mean)
+    yield 'doubled_mean'
+    HistoryBuffer._statistics_methods.pop('doubled_mean')
+
+
+@pytest.mark.parametrize('restricted', [False, True], ids=['torch allow-list', 'mmbcn unpickler'])
+def test_registered_statistics_are_kept_by_name(tmp_path, monkeypatch, registered_statistic,
+                                                restricted):
+    if restricted:
+        monkeypatch.setattr(checkpoints_module, '_registered_with_torch', False)
+    buffer = HistoryBuffer([1.0, 3.0], [1, 1])
+    path = str(tmp_path / 'hub.pth')
+    torch.save({'hub': buffer}, path)
+    loaded = load_weights_only(path)['hub']
+    assert loaded.statistics(registered_statistic) == 4.0
+    statistic = HistoryBuffer._statistics_methods.pop(registered_statistic)
+    try:  # loaded where the code that registers it was not imported: said, not hidden
+        checkpoints_module._warned.clear()
+        with pytest.warns(UserWarning, match=registered_statistic):
+            again = load_weights_only(path)['hub']
+        with pytest.raises(KeyError):
+            again.statistics(registered_statistic)
+        assert again.mean() == 2.0
+    finally:
+        HistoryBuffer._statistics_methods[registered_statistic] = statistic

@@ -1,0 +1,113 @@
+"""``python -m mmbcn.collect_env``: the stack, whether it is a tested one, mmbcn's patches and
+BCN's backend, for a bug report (OpenMMLab's ``collect_env`` convention).
+
+:func:`collect_env` returns the same as an ordered dict of strings.
+"""
+
+import importlib
+import os
+import platform
+import sys
+from collections import OrderedDict
+from typing import Dict, Optional
+
+import torch
+
+from . import compat
+from .patches import patch_states
+from .version import __version__
+
+__all__ = ['bcn_backend', 'collect_env', 'tested_stack']
+
+PACKAGES = ('numpy', 'torchvision', 'triton', 'mmengine', 'mmcv', 'mmdet', 'mmsegmentation',
+            'mmpretrain')
+IMPORT_NAMES = {'mmsegmentation': 'mmseg'}
+
+
+def _version(package: str) -> Optional[str]:
+    try:
+        module = importlib.import_module(IMPORT_NAMES.get(package, package))
+    except Exception:  # an installed package that fails to import is reported as missing
+        return None
+    return getattr(module, '__version__', 'unknown')
+
+
+def installed_versions() -> Dict[str, Optional[str]]:
+    """Python, torch (without its local build tag) and :data:`PACKAGES`; None: not importable."""
+    versions = {'python': '.'.join(platform.python_version_tuple()[:2]),
+                'torch': torch.__version__.split('+')[0]}
+    versions.update((package, _version(package)) for package in PACKAGES)
+    return versions
+
+
+def tested_stack(versions: Dict[str, Optional[str]]) -> str:
+    """The name of the tested stack ``versions`` matches, else how it differs from the
+    nearest (:data:`mmbcn.compat.TESTED_STACKS`)."""
+    differences = {}
+    for name, stack in compat.TESTED_STACKS.items():
+        differs = [f'{package} {versions.get(package)} (tested: {wanted})'
+                   for package, wanted in stack.items() if versions.get(package) != wanted]
+        if not differs:
+            return f'yes: {name}'
+        differences[name] = differs
+    nearest = min(differences, key=lambda name: len(differences[name]))
+    return f'no; nearest is {nearest}, which differs in ' + ', '.join(differences[nearest])
+
+
+def _mmcv_ops() -> str:
+    try:
+        from mmcv.ops import nms  # noqa: F401
+    except Exception as error:  # mmcv built without ops (mmcv-lite) or against another torch
+        return f'not available ({type(error).__name__}: {str(error)[:80]})'
+    return 'available'
+
+
+def bcn_backend() -> str:
+    """Where BCN runs in this process, and why (see :func:`mmbcn.ops.function.choose_backend`)."""
+    if not torch.cuda.is_available():
+        return 'PyTorch ops (no CUDA device; the Triton kernels are for CUDA)'
+    problem = compat.triton_problem()
+    if problem is not None:
+        return f'PyTorch ops on CUDA: {problem}'
+    if os.environ.get('MMBCN_TRITON', '1') == '0':
+        return 'PyTorch ops on CUDA (MMBCN_TRITON=0)'
+    import triton
+
+    return (f'Triton kernels on CUDA (Triton {triton.__version__}) for contiguous float16/'
+            f'bfloat16/float32 inputs; PyTorch ops otherwise')
+
+
+def collect_env() -> 'OrderedDict[str, str]':
+    """The report as (heading, text) pairs."""
+    versions = installed_versions()
+    env = OrderedDict()
+    env['sys.platform'] = sys.platform
+    env['Python'] = sys.version.replace('\n', ' ')
+    env['PyTorch'] = torch.__version__
+    env['CUDA available'] = str(torch.cuda.is_available())
+    if torch.cuda.is_available():
+        env['GPU'] = ', '.join(sorted({torch.cuda.get_device_name(i)
+                                       for i in range(torch.cuda.device_count())}))
+        env['CUDA (torch build)'] = str(torch.version.cuda)
+    for package in PACKAGES:
+        env[package] = versions[package] or 'not importable'
+    if versions['mmcv']:
+        env['mmcv ops'] = _mmcv_ops()
+    env['mmbcn'] = __version__
+    env['tested stack'] = tested_stack(versions)
+    env['BCN backend'] = bcn_backend()
+    for state in patch_states():
+        reason = f': {state.reason}' if state.reason else ''
+        env[f'patch {state.patch.target}'] = (
+            f'{state.status} ({state.patch.package}, checked with {state.patch.checked}; '
+            f'{state.patch.does}){reason}')
+    return env
+
+
+def main() -> None:
+    for key, value in collect_env().items():
+        print(f'{key}: {value}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,18 @@
+"""The errors mmbcn raises that a user may want to catch, in one place (each is defined beside
+the code that raises it)."""
+
+from .checkpoints import CheckpointRefusedError
+from .convert.authors import CheckpointLayoutError
+from .datasets.class_folders import ClassFolderError
+from .layers.bcn import GroupCountMismatchError
+from .patches.errors import (
+                             EfficientConvBNEvalError,
+                             PreciseBNError,
+                             ReparameterizationError,
+                             UnpatchedUpstreamError,
+)
+from .study.errors import StudyInputError
+
+__all__ = ['CheckpointLayoutError', 'CheckpointRefusedError', 'ClassFolderError',
+           'EfficientConvBNEvalError', 'GroupCountMismatchError', 'PreciseBNError',
+           'ReparameterizationError', 'StudyInputError', 'UnpatchedUpstreamError']

@@ -1,0 +1,139 @@
+"""Every change mmbcn makes to another package, declared: :data:`PATCHES`, in the order applied.
+
+Read as a table: package, target, the versions it was checked against, what it does. The
+replacements are in :mod:`.bcn_and_ws`; loading is in :mod:`mmbcn.checkpoints` and
+:mod:`mmbcn.torchvision_compat`; the mechanism in :mod:`.mechanism`.
+"""
+
+import copyreg
+from typing import Optional
+
+from mmengine.logging import HistoryBuffer
+
+from .. import checkpoints, compat, torchvision_compat
+from . import bcn_and_ws as replace
+from .mechanism import FunctionPatch, RegistrationPatch
+
+__all__ = ['AFTER_IMPORT', 'PATCHES']
+
+MMCV, MMENGINE, MMPRETRAIN = 'mmcv 2.1.0', 'mmengine 0.10.3, 0.10.7', 'mmpretrain 1.2.0'
+TORCH = 'torch 2.1.2, 2.13.0, 2.15.0'
+
+
+def _names_in_allow_list() -> Optional[str]:
+    if compat.safe_globals_take_names():
+        return None
+    return ("torch's add_safe_globals takes no (object, name) pairs (torch < 2.6): mmbcn's "
+            "loader enforces the allow-list with its own unpickler")
+
+
+def _register_local_loader() -> None:
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    CheckpointLoader.register_scheme(prefixes='', loader=checkpoints.load_from_local,
+                                     force=True)
+
+
+def _local_loader_registry() -> Optional[str]:
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    if hasattr(CheckpointLoader, 'register_scheme'):
+        return None
+    return "mmengine's CheckpointLoader has no register_scheme"
+
+
+def _reparameterization(module: str, owner: str) -> FunctionPatch:
+    return FunctionPatch(
+        'mmpretrain', f'{module}:{owner}.switch_to_deploy', MMPRETRAIN,
+        f'{owner}.switch_to_deploy refuses a module holding BCN or WSConv2d (it folds norms as '
+        f'BatchNorm and raw conv weights)',
+        parameters=('self',), replace=replace.refuse_reparameterizing)
+
+
+PATCHES = (
+    RegistrationPatch(
+        'torchvision', 'torchvision (its first import)', 'torchvision 0.28.0 on torch 2.13 CPU',
+        'declares the schemas of two torchvision operators when its C++ extension does not '
+        'load (a CUDA torchvision on a CPU torch), so that it imports',
+        available=lambda: None, register=torchvision_compat.install),
+    RegistrationPatch(
+        'mmengine', 'copyreg:dispatch_table[HistoryBuffer]', MMENGINE,
+        'pickles HistoryBuffer as its constructor call (weights-only loadable), registered '
+        'statistics by name',
+        available=lambda: None,
+        register=lambda: copyreg.pickle(HistoryBuffer, checkpoints.reduce_history_buffer)),
+    RegistrationPatch(
+        'torch', 'torch.serialization:add_safe_globals', 'torch 2.13.0, 2.15.0',
+        "adds HistoryBuffer and numpy's array entries to torch's weights-only allow-list",
+        available=_names_in_allow_list, register=checkpoints.register_allow_list),
+    RegistrationPatch(
+        'mmengine', 'mmengine.runner.checkpoint:CheckpointLoader (local files)', MMENGINE,
+        "loads local checkpoints weights-only through mmbcn's loader, whose refusals name "
+        'the fix',
+        available=_local_loader_registry, register=_register_local_loader),
+    FunctionPatch(
+        'mmcv', 'mmcv.cnn.utils.fuse_conv_bn:_fuse_conv_bn', MMCV,
+        'folds BCN exactly (batch stage into the conv, channel stage kept as a GroupNorm) and '
+        "a WSConv2d with its standardized weight",
+        parameters=('conv', 'bn'), replace=replace.mmcv_fuse_conv_bn,
+        guards=('mmcv.cnn.utils.fuse_conv_bn:fuse_conv_bn', 'mmcv.cnn.utils:fuse_conv_bn',
+                'mmcv.cnn:fuse_conv_bn')),
+    FunctionPatch(
+        'mmcv', 'mmcv.cnn.bricks.conv_module:efficient_conv_bn_eval_forward', MMCV,
+        "ConvModule(efficient_conv_bn_eval=True) computes BCN and WSConv2d exactly",
+        parameters=('bn', 'conv', 'x'), replace=replace.mmcv_efficient_conv_bn_eval,
+        guards=('mmcv.cnn.bricks.conv_module:ConvModule.turn_on_efficient_conv_bn_eval',)),
+    FunctionPatch(
+        'mmengine', 'mmengine.model.efficient_conv_bn_eval:'
+        'turn_on_efficient_conv_bn_eval_for_single_model', MMENGINE,
+        "refuses MMEngine's fx-based efficient conv-BN eval on modules holding BCN or "
+        'WSConv2d, naming the alternatives',
+        parameters=('model',), replace=replace.mmengine_efficient_conv_bn_eval,
+        guards=('mmengine.model.efficient_conv_bn_eval:turn_on_efficient_conv_bn_eval',)),
+    FunctionPatch(
+        'mmengine', 'mmengine.model.utils:convert_sync_batchnorm', MMENGINE,
+        "sync_bn='torch'/'mmcv' keeps BCN and makes it synchronize its statistics",
+        parameters=('module', 'implementation'), replace=replace.mmengine_convert_sync_batchnorm,
+        guards=('mmengine.model:convert_sync_batchnorm',
+                'mmengine.runner.runner:convert_sync_batchnorm')),
+    FunctionPatch(
+        'torch', 'torch.nn:SyncBatchNorm.convert_sync_batchnorm', TORCH,
+        'keeps BCN and makes it synchronize its statistics',
+        parameters=('cls', 'module', 'process_group'),
+        replace=replace.torch_convert_sync_batchnorm),
+    FunctionPatch(
+        'torch', 'torch.optim.swa_utils:update_bn', TORCH,
+        'refuses micro-batch BCN (its variance estimate is not a BN statistic)',
+        parameters=('loader', 'model', 'device'), replace=replace.torch_swa_update_bn),
+    FunctionPatch(
+        'torch', 'torch.nn.utils.fusion:fuse_conv_bn_eval', TORCH,
+        'folds the standardized weight of a WSConv2d; refuses BCN, naming mmcv\'s fuse_conv_bn',
+        parameters=('conv', 'bn', 'transpose'), replace=replace.torch_fuse_conv_bn_eval,
+        also_at=('torch.nn.utils:fuse_conv_bn_eval',)),
+    FunctionPatch(
+        'mmcv', 'mmcv.cnn.utils.flops_counter:get_modules_mapping', MMCV,
+        "mmcv's FLOP counter counts WSConv2d as a conv and BCN as a BatchNorm plus a GroupNorm",
+        parameters=(), replace=replace.mmcv_flops_counter,
+        guards=('mmcv.cnn.utils.flops_counter:get_model_complexity_info',
+                'mmcv.cnn:get_model_complexity_info')),
+    FunctionPatch(
+        'torch', 'torch.fx:Tracer.is_leaf_module', TORCH,
+        "torch.fx's default tracer (symbolic_trace, torchvision's create_feature_extractor) "
+        'records BCN and WSConv2d as leaf modules: the graph calls the real layer',
+        parameters=('self', 'm', 'module_qualified_name'),
+        replace=replace.torch_fx_leaf_modules),
+    FunctionPatch(
+        'mmpretrain', 'mmpretrain.engine.hooks.precise_bn_hook:update_bn_stats', MMPRETRAIN,
+        'PreciseBNHook refuses micro-batch BCN (its variance estimate is not a BN statistic)',
+        parameters=('model', 'loader', 'num_samples', 'logger'),
+        replace=replace.mmpretrain_precise_bn),
+    _reparameterization('mmpretrain.models.backbones.repvgg', 'RepVGGBlock'),
+    _reparameterization('mmpretrain.models.backbones.mobileone', 'MobileOneBlock'),
+    _reparameterization('mmpretrain.models.backbones.repmlp', 'RepMLPNet'),
+    _reparameterization('mmpretrain.models.backbones.levit', 'LeViT'),
+)
+
+# Modules mmbcn does not import itself: their patches are applied when they are imported.
+AFTER_IMPORT = ('mmpretrain.engine.hooks.precise_bn_hook', 'mmpretrain.models.backbones.repvgg',
+                'mmpretrain.models.backbones.mobileone', 'mmpretrain.models.backbones.repmlp',
+                'mmpretrain.models.backbones.levit')
