@@ -9,6 +9,7 @@ import pytest
 import torch
 from mmbcn_testing.models import build_model
 from mmbcn_testing.paths import ROOT
+from mmbcn_testing.short_training import train_briefly
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import nn
@@ -135,29 +136,8 @@ def test_demo_configs_build_the_pn_backbone(path):
 @pytest.mark.slow
 @pytest.mark.parametrize('path', DEMOS, ids=osp.basename)
 def test_demo_configs_train(path, tmp_path, monkeypatch):
-    from mmengine.runner import Runner
-
-    from mmbcn.datasets import ensure_demo_data
     monkeypatch.chdir(ROOT)
-    ensure_demo_data()
-    cfg = Config.fromfile(path)
-    cfg.work_dir = str(tmp_path)
-    cfg.train_dataloader.dataset.indices = 4  # a few images: it trains, not how well
-    cfg.train_dataloader.batch_size = 2
-    if cfg.train_cfg.get('max_iters'):
-        cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=3, val_interval=100)
-    else:
-        cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1, val_interval=100)
-    cfg.param_scheduler = []
-    for key in ('val_dataloader', 'val_cfg', 'val_evaluator', 'test_dataloader', 'test_cfg',
-                'test_evaluator'):
-        cfg[key] = None
-    cfg.custom_hooks = []
-    cfg.default_hooks.checkpoint = None
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
-    cfg.experiment_name = f'pn_{osp.basename(path)}'
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    runner = train_briefly(path, tmp_path)
     losses = runner.message_hub.get_scalar('train/loss').data[0]
     assert len(losses) >= 2 and all(math.isfinite(v) for v in losses)
     proxies = [m.proxy_bias for m in runner.model.modules() if isinstance(m, NormProxyAct)]

@@ -1,12 +1,14 @@
 """The Revisiting-BN recipe: the 0.1 init survives init_weights(), the optimizer groups (read from
 the built optimizer), the input BatchNorm, and the three demo configs."""
 
+import math
 import os.path as osp
 
 import pytest
 import torch
 from mmbcn_testing.models import build_model
 from mmbcn_testing.paths import ROOT
+from mmbcn_testing.short_training import train_briefly
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from torch import nn
@@ -134,3 +136,19 @@ def test_a_recipe_config_takes_an_optimizer_step(path):
     optim_wrapper.update_params(loss)
     assert max((p - b).abs().max().item() for p, b in zip(scales, before)) > 0
     assert torch.count_nonzero(model.data_preprocessor.input_norm.bias) == 0  # frozen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('path', [SEG, DET, CLS], ids=osp.basename)
+def test_recipe_configs_train_with_the_runner(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    runner = train_briefly(path, tmp_path)
+    losses = runner.message_hub.get_scalar('train/loss').data[0]
+    assert len(losses) >= 2 and all(math.isfinite(v) for v in losses)
+    model = runner.model
+    input_norm = model.data_preprocessor.input_norm
+    assert input_norm.num_batches_tracked >= 2  # the input BN ran in front of every step
+    assert torch.count_nonzero(input_norm.bias) == 0
+    assert not torch.allclose(input_norm.weight, torch.full((3, ), 0.058))  # trained
+    # the Runner's init ran the recipe: the scales moved from 0.1 by about lr / 100 steps
+    assert all((n.weight - 0.1).abs().max() < 0.05 for n in norms(model))
