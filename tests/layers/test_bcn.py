@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmbcn_testing.bcn_cases import ESTIMATE_RULE_OF_MODE, MODES, make_layer, reference_of
-from mmbcn_testing.reference import bcn_reference
+from mmbcn_testing.reference import batch_stage, bcn_reference, channel_stage
 from torch import nn
 
 from mmbcn import BatchChannelNorm2d
@@ -124,15 +124,33 @@ def test_batchnorm_checkpoint_loads_into_batch_stage():
     torch.testing.assert_close(bcn(x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_micro_batch_one_sample_1x1_and_no_gradient_through_statistics():
-    layer = make_layer(8, 2, 'micro', rate=0.5)
+@pytest.mark.parametrize('mode', ESTIMATE_RULE_OF_MODE)
+def test_micro_batch_one_sample_1x1_and_no_gradient_through_statistics(mode):
+    # One value per channel: the batch statistics are functions of x alone. Micro-batch mode
+    # normalizes with the moved estimates m', v' taken as constants by autograd, so the gradient
+    # is the reference's (which detaches them), and not that of the same formula with m' and v'
+    # left as functions of x.
+    layer = make_layer(8, 2, mode, rate=0.5)
     x = torch.randn(1, 8, 1, 1, requires_grad=True)
+    x64 = x.detach().double().requires_grad_()
+    ref_out, _, _, params = reference_of(layer, x64, mode)
+    mean, var = layer.running_mean.double().clone(), layer.running_var.double().clone()
     out = layer(x)
-    assert torch.isfinite(out).all()
-    # With 1x1 spatial size and 2 channels per group, the output depends on x only through
-    # the channel stage; the batch stage is a fixed affine of x.
-    out.sum().backward()
-    assert torch.isfinite(x.grad).all()
+    upstream = torch.randn(out.shape).double()  # not out.sum(): a group norm's sum has no gradient
+    (out * upstream).sum().backward()
+    (ref_out * upstream).sum().backward()
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
+
+    through = x64.detach().clone().requires_grad_()
+    values, rate = through.reshape(-1), layer.momentum
+    target = (values - mean) ** 2 if layer.estimate_rule == 'authors' else 0 * values
+    moved_mean, moved_var = (1 - rate) * mean + rate * values, (1 - rate) * var + rate * target
+    y = batch_stage(through, moved_mean, moved_var, params['weight'], params['bias'], layer.eps)
+    out_through = channel_stage(y, 2, params['group_weight'], params['group_bias'], layer.eps)
+    (out_through * upstream).sum().backward()
+    torch.testing.assert_close(out_through, ref_out)  # the same values, another gradient
+    assert not torch.allclose(x.grad.double(), through.grad, rtol=1e-2, atol=1e-3)
 
 
 def test_large_batch_single_value_per_channel_is_a_clear_error():
@@ -151,13 +169,24 @@ def test_momentum_none_is_a_cumulative_average_like_batchnorm():
     torch.testing.assert_close(bcn.running_var, bn.running_var)
 
 
-def test_constant_input_gives_finite_output_and_gradient():
-    for mode in MODES:
-        layer = make_layer(4, 2, mode)
-        x = torch.full((2, 4, 3, 3), 7.0, requires_grad=True)
-        out = layer(x)
-        out.sum().backward()
-        assert torch.isfinite(out).all() and torch.isfinite(x.grad).all(), mode
+@pytest.mark.parametrize('mode', MODES)
+def test_constant_input_gives_finite_output_and_gradient(mode):
+    # Zero batch variance (large-batch mode): eps alone keeps the division finite; the values
+    # and the gradient are the reference's, not just finite.
+    layer = make_layer(4, 2, mode)
+    x = torch.full((2, 4, 3, 3), 7.0, requires_grad=True)
+    x64 = x.detach().double().requires_grad_()
+    ref_out, _, _, _ = reference_of(layer, x64, mode)
+    out = layer(x)
+    upstream = torch.randn(out.shape)  # not out.sum(): a group norm's sum has no gradient
+    (out * upstream).sum().backward()
+    (ref_out * upstream.double()).sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-4, atol=1e-4)
+    # Large-batch mode: 1 / sqrt(eps) scales dL/dx up to ~1e4, so float32 is exact to ~1e-4
+    # of its largest entry, not of each.
+    largest = x64.grad.abs().max().item()
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-3, atol=1e-3 * largest)
 
 
 @pytest.mark.parametrize('mode', MODES)

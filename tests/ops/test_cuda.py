@@ -64,9 +64,9 @@ def test_triton_passes_match_pytorch_passes_on_cuda(shape, dtype):
     torch.testing.assert_close(var, ref_var, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(triton_backend.apply_affine(x, coeff_a, coeff_c, ref_mean),
                                torch_backend.apply_affine(x, coeff_a, coeff_c, ref_mean), **loose)
-    for got, want in zip(triton_backend.grad_row_sums(grad, x, ref_mean),
-                         torch_backend.grad_row_sums(grad, x, ref_mean)):
-        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2)
+    torch.testing.assert_close(triton_backend.grad_row_sums(grad, x, ref_mean),
+                               torch_backend.grad_row_sums(grad, x, ref_mean), rtol=1e-3,
+                               atol=1e-2)
     torch.testing.assert_close(
         triton_backend.grad_input(grad, x, coeff_a, slope, ref_mean, offset),
         torch_backend.grad_input(grad, x, coeff_a, slope, ref_mean, offset), **loose)
@@ -129,8 +129,7 @@ def test_synchronized_statistics_on_cuda_with_one_process():
                                          estimate, 0.1, 1e-5, synchronize=synchronize)
                 (out * upstream).sum().backward()
                 results.append([out, leaf.grad, weight.grad, *running])
-            for got, want in zip(*results):
-                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(*results, rtol=1e-5, atol=1e-5)  # lengths too
     finally:
         dist.destroy_process_group()
 

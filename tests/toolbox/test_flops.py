@@ -89,8 +89,7 @@ def test_the_eval_trace_computes_what_bcn_computes(dtype):
     assert 'aten::group_norm' in kinds and 'aten::batch_norm' in kinds
     tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-9,
                                                                               atol=1e-10)
-    for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, **tolerance)
+    torch.testing.assert_close(got, expected, **tolerance)  # as many outputs, each close
 
 
 def test_tracing_in_training_mode_is_a_clear_error():
@@ -117,5 +116,4 @@ def test_torch_export_of_an_eval_bcn_model_is_exact():
     x = torch.randn(1, 3, 64, 64)
     exported = torch.export.export(model, (x, ))
     with torch.no_grad():
-        for got, want in zip(exported.module()(x), model(x)):
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-4)

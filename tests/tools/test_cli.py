@@ -4,6 +4,8 @@ import os.path as osp
 
 import pytest
 import torch
+import torch.distributed as dist
+from mmbcn_testing.dist_utils import free_port
 from mmbcn_testing.paths import ROOT
 
 from mmbcn.commands import cli
@@ -13,19 +15,40 @@ SEG_CONFIG = osp.join(
     ROOT, 'configs/deeplabv3/deeplabv3_r50-d8_bcn-ws_8xb1-40k_voc12aug-512x512.py')
 
 
-def test_sync_bn_keeps_bcn_and_converts_plain_bn(tmp_path):
-    """``sync_bn='torch'`` (MMEngine converts every _BatchNorm) leaves BCN a synchronized BCN."""
+@pytest.mark.parametrize('implementation', ['torch', 'mmcv'])
+def test_sync_bn_keeps_bcn_and_converts_plain_bn(implementation):
+    """``sync_bn='torch'`` / ``'mmcv'`` (MMEngine converts every _BatchNorm) leaves BCN a
+    synchronized BCN and makes a plain BN the implementation's SyncBN."""
     from mmbcn_testing.models import build_model
     from mmengine.model import convert_sync_batchnorm
 
     from mmbcn import BatchChannelNorm2d
 
-    args = cli.train_parser().parse_args([BCN_CONFIG, '--cfg-options', 'sync_bn=torch'])
+    args = cli.train_parser().parse_args(
+        [BCN_CONFIG, '--cfg-options', f'sync_bn={implementation}'])
     cfg = cli.load_config(args)
-    model = convert_sync_batchnorm(build_model(cfg), cfg.sync_bn)  # what the Runner does
-    bcn = [m for m in model.modules() if isinstance(m, BatchChannelNorm2d)]
-    assert bcn and all(m.sync_stats for m in bcn)
-    assert not any(type(m) is torch.nn.SyncBatchNorm for m in model.modules())
+    model = build_model(cfg)
+    model.plain_bn = torch.nn.BatchNorm2d(4)  # the BCN configs hold no plain BN of their own
+    bcn = [name for name, m in model.named_modules() if isinstance(m, BatchChannelNorm2d)]
+    for name in bcn:
+        model.get_submodule(name).sync_stats = False  # so that the conversion must turn it on
+    if implementation == 'mmcv':  # mmcv's SyncBatchNorm is built in a process group
+        dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0,
+                                world_size=1)
+    try:
+        model = convert_sync_batchnorm(model, cfg.sync_bn)  # what the Runner does
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert bcn and [name for name, m in model.named_modules()
+                    if isinstance(m, BatchChannelNorm2d)] == bcn
+    assert all(model.get_submodule(name).sync_stats for name in bcn)
+    if implementation == 'torch':
+        sync_batch_norm = torch.nn.SyncBatchNorm
+    else:
+        from mmcv.ops import SyncBatchNorm as sync_batch_norm
+    assert [name for name, m in model.named_modules() if type(m) is sync_batch_norm] == [
+        'plain_bn']
 
 
 def test_amp_without_cuda_is_a_clear_error():

@@ -11,6 +11,7 @@ from mmengine.config import Config
 from torch import nn
 
 from mmbcn import BatchChannelNorm2d, WSConv2d
+from mmbcn.study import bcn_micro_batch
 
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
 # The authors' DeepLabV3 recipe, one config per row of the paper's VOC table.
@@ -54,11 +55,11 @@ def test_config_builds_what_its_name_says(path):
             assert count(model, WSConv2d, part) > 0, part
         assert not cfg.model.backbone.get('norm_eval', False)
         estimate = {m.estimate for m in model.modules() if isinstance(m, BatchChannelNorm2d)}
-        # Micro-batch mode where the global batch is small (detection, the detection and
-        # segmentation demos), large-batch synchronized for the 8-16 images of the segmentation
-        # configs and the 128-256 of ImageNet; the hook only for the micro-batch mode it drives.
-        micro_batch = cfg.default_scope == 'mmdet' or (
-            '-demo-' in name and cfg.default_scope == 'mmseg')
+        # The mode of the global batch the name states (GPUs x images per GPU), by mmbcn's rule:
+        # micro-batch for detection and the 2-4 images of the demos, large-batch synchronized
+        # for the 8-16 images of the segmentation configs and the 16-256 of ImageNet; the hook
+        # only for the micro-batch mode it drives.
+        micro_batch = bcn_micro_batch(gpus * per_gpu, cfg.default_scope)
         assert estimate == {micro_batch}
         hooks = [h.type for h in cfg.get('custom_hooks', [])]
         assert ('BCNUpdateRateHook' in hooks) == estimate.pop()
