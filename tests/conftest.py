@@ -2,6 +2,10 @@
 
 The tests mirror the package (``layers/``, ``ops/``, ``engine/``, ``convert/``, ``tools/``);
 what several of them use lives in the package ``mmbcn_testing/`` (this folder on ``sys.path``).
+
+Tests that start processes or train a model are marked ``slow`` (registered in pyproject.toml):
+``pytest -m "not slow"`` is the quick loop, ``make test`` runs everything. A whole module of them
+says so once, ``pytestmark = pytest.mark.slow``.
 """
 
 import os.path as osp

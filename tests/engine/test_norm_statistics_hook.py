@@ -78,6 +78,7 @@ def log_text(work_dir):
         return f.read()
 
 
+@pytest.mark.slow
 def test_scalars_reach_scalars_json(tmp_path):
     runner = Runner(**runner_cfg(tmp_path, ResNetClassifier(), dict(
         type='NormStatisticsHook', interval=2), iters=4))
@@ -95,6 +96,7 @@ def test_scalars_reach_scalars_json(tmp_path):
     assert not runner.model.backbone.norm1._forward_hooks  # detached after each measurement
 
 
+@pytest.mark.slow
 def test_warning_names_the_layer_once(tmp_path):
     runner = Runner(**runner_cfg(tmp_path, ResNetClassifier(dead=40), dict(
         type='NormStatisticsHook', interval=1, warn_threshold=0.5), iters=3))
@@ -130,6 +132,7 @@ def distributed_training(rank, world_size, work_dir):
             for key in (*MODEL_KEYS, *STAGE_KEYS)}
 
 
+@pytest.mark.slow
 def test_two_processes_log_identical_figures_of_the_global_batch(tmp_path):
     rank0, rank1 = run_in_processes(distributed_training, 2, str(tmp_path))
     assert rank0 == rank1

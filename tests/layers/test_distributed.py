@@ -7,6 +7,8 @@ from mmbcn_testing.reference import bcn_reference
 
 from mmbcn import BatchChannelNorm2d
 
+pytestmark = pytest.mark.slow  # starts processes or trains
+
 BATCH_SIZES = (3, 1)  # rank 0 holds 3 samples, rank 1 holds 1
 STEPS = 2
 

@@ -113,6 +113,7 @@ def trained_r50(small_imagenet, tmp_path_factory):
     return work_dir / 'epoch_1.pth', runner.log_dir
 
 
+@pytest.mark.slow
 def test_imagenet_config_trains_on_cpu_and_logs_loss_and_top1(trained_r50):
     checkpoint, log_dir = trained_r50
     records = load_scalars(osp.join(log_dir, 'vis_data', 'scalars.json'))
@@ -125,6 +126,7 @@ def test_imagenet_config_trains_on_cpu_and_logs_loss_and_top1(trained_r50):
     assert running and not all(torch.equal(v, torch.ones_like(v)) for v in running)
 
 
+@pytest.mark.slow
 def test_curves_are_drawn_from_the_logged_scalars(trained_r50, tmp_path):
     _, log_dir = trained_r50
     records = load_scalars(osp.join(log_dir, 'vis_data', 'scalars.json'))
@@ -148,6 +150,7 @@ def checkpoint_of(config: str, trained, tmp_path) -> str:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('source,target', [(s, t) for s, ts in DOWNSTREAM.items() for t in ts],
                          ids=lambda p: osp.basename(p))
 def test_checkpoint_starts_the_detection_and_segmentation_configs(source, target, trained_r50,
@@ -166,6 +169,7 @@ def test_checkpoint_starts_the_detection_and_segmentation_configs(source, target
     assert any(not torch.equal(fresh[k], saved[k]) for k in saved if k.endswith('conv1.weight'))
 
 
+@pytest.mark.slow
 def test_another_group_count_is_refused_with_the_fix(trained_r50, tmp_path, monkeypatch):
     checkpoint = str(trained_r50[0])
     target = osp.join(ROOT, DOWNSTREAM[R50_BCN][0])

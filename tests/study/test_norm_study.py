@@ -81,6 +81,7 @@ def test_the_table_figures_on_constructed_runs():
     assert summaries['c'].finished == 0 and summaries['c'].errors == ['ValueError: no']
 
 
+@pytest.mark.slow
 def test_a_real_study_writes_its_results_and_a_failing_variant_is_a_row(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the demo config reads data/mmbcn_demo relative to the repository
     ensure_demo_data()

@@ -14,6 +14,8 @@ from mmengine.config import Config
 
 from mmbcn.datasets import ensure_demo_data
 
+pytestmark = pytest.mark.slow  # starts processes or trains
+
 CLS_DEMO = osp.join(ROOT, 'configs/demo/resnet18_bcn-ws_1xb16-demo-shapes.py')
 SEG_DEMO = osp.join(ROOT, 'configs/demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py')
 DET_DEMO = osp.join(ROOT, 'configs/demo/mask-rcnn_r18_fpn_bcn-ws_2xb2-demo-shapes.py')

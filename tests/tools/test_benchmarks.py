@@ -4,7 +4,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 from mmbcn_testing.paths import ROOT
+
+pytestmark = pytest.mark.slow  # starts processes or trains
 
 
 def run_script(*args):

@@ -82,6 +82,7 @@ def assert_equal_trees(a, b, where):
         assert a == b, f'{where}: {a!r} != {b!r}'
 
 
+@pytest.mark.slow
 def test_killed_worker_restarts_the_group_which_ends_bit_equal_to_an_uninterrupted_run(
         tmp_path, demo_data):
     whole = dist_train(seg_config(tmp_path, 'whole'), tmp_path / 'whole')
@@ -111,6 +112,7 @@ def test_killed_worker_restarts_the_group_which_ends_bit_equal_to_an_uninterrupt
         assert_equal_trees(ended[0], ended[1], f'rank {rank}')
 
 
+@pytest.mark.slow
 def test_a_worker_that_always_dies_ends_the_run_after_max_restarts(tmp_path, demo_data):
     config = seg_config(tmp_path, 'doomed', "dict(type='KillHook', at_iter=0, every_attempt=True)")
     result = dist_train(config, tmp_path / 'doomed', MAX_RESTARTS=1)
@@ -121,6 +123,7 @@ def test_a_worker_that_always_dies_ends_the_run_after_max_restarts(tmp_path, dem
         result.stderr)
 
 
+@pytest.mark.slow
 def test_slurm_requeued_epoch_based_run_resumes_and_ends_bit_equal(tmp_path, demo_data):
     """SLURM_RESTART_COUNT alone makes tools/train.py resume (one process: no Slurm here); the
     epoch-based loop needs the saved random state (augmentations) to come out exact."""
@@ -233,6 +236,7 @@ def slurm_calls(tmp_path):
     return [line.split(' ', 1) for line in (tmp_path / 'calls').read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_slurm_train_runs_srun_again_after_a_failed_step_and_stops_after_max_restarts(tmp_path):
     train = [osp.join(ROOT, 'tools/slurm_train.sh'), 'PART', 'JOB', 'CONFIG', '--work-dir', 'W']
     env = stand_in_srun(tmp_path, [137, 0])

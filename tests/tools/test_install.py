@@ -21,6 +21,7 @@ def shipped_configs(folder):
                   for f in files if f.endswith('.py'))
 
 
+@pytest.mark.slow
 def test_editable_install_reads_the_checkout():
     assert osp.dirname(mmbcn.__file__) == osp.join(ROOT, 'mmbcn')
     assert config_dir() == osp.join(ROOT, 'configs')
@@ -53,6 +54,7 @@ def run_installed(root, code):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_wheel_carries_every_config_and_the_tools_find_them(wheel_site):
     result = run_installed(wheel_site, f"""
         import os.path as osp
@@ -75,6 +77,7 @@ def test_wheel_carries_every_config_and_the_tools_find_them(wheel_site):
     assert shipped_configs(packaged) == shipped_configs(osp.join(ROOT, 'configs'))
 
 
+@pytest.mark.slow
 def test_another_project_inherits_through_a_link(wheel_site):
     project = wheel_site / 'project'
     result = run_installed(wheel_site, f"""
@@ -103,6 +106,7 @@ def test_checkout_links_the_mim_folder_to_its_top_level_files():
         assert osp.realpath(path) == osp.join(ROOT, name)
 
 
+@pytest.mark.slow
 def test_wheel_carries_the_mim_tools_model_index_and_metafiles(wheel_site):
     wheel, = wheel_site.glob('mmbcn-*.whl')
     names = set(zipfile.ZipFile(wheel).namelist())

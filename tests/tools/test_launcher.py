@@ -6,8 +6,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from mmbcn_testing.dist_utils import free_port
 from mmbcn_testing.paths import ROOT
+
+pytestmark = pytest.mark.slow  # starts processes or trains
 
 SCRIPT = textwrap.dedent("""
     import torch.distributed as dist

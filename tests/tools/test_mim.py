@@ -114,6 +114,7 @@ def test_model_index_lists_every_config_and_only_published_figures():
         assert metrics == figures, name
 
 
+@pytest.mark.slow
 def test_mim_search_shows_each_config_with_its_published_figure(wheel_site, tmp_path):
     run_mim(wheel_site, 'search', 'mmbcn', '--json', tmp_path / 'index.json')
     by_field = json.loads((tmp_path / 'index.json').read_text())
@@ -132,6 +133,7 @@ def test_mim_search_shows_each_config_with_its_published_figure(wheel_site, tmp_
     assert re.search(r'reproduced_here\s+False', shown), shown
 
 
+@pytest.mark.slow
 def test_mim_trains_and_tests_the_demo_with_each_launcher(wheel_site, demo_data, tmp_path):
     work_dir = tmp_path / 'train_2_processes'
     trained = run_mim(wheel_site, 'train', 'mmbcn', SEG_DEMO, '--gpus', 2, '--launcher',
@@ -160,6 +162,7 @@ def test_mim_trains_and_tests_the_demo_with_each_launcher(wheel_site, demo_data,
     assert miou(tested, 'test') == measured
 
 
+@pytest.mark.slow
 def test_mim_trains_in_one_process(wheel_site, demo_data, tmp_path):
     work_dir = tmp_path / 'train'
     trained = run_mim(wheel_site, 'train', 'mmbcn', SEG_DEMO, '--work-dir', work_dir,

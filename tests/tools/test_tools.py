@@ -18,6 +18,8 @@ from mmbcn_testing.paths import ROOT, TESTS
 from mmbcn.commands import allow_training_checkpoints
 from mmbcn.datasets import ensure_demo_data
 
+pytestmark = pytest.mark.slow  # starts processes or trains
+
 DET_DEMO = osp.join(ROOT, 'configs/demo/mask-rcnn_r18_fpn_bcn-ws_2xb2-demo-shapes.py')
 SEG_DEMO = osp.join(ROOT, 'configs/demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py')
 
