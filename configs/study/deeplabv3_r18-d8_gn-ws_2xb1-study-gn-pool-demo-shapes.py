@@ -8,11 +8,12 @@
 _base_ = './deeplabv3_r18-d8_bcn-ws_2xb1-study-demo-shapes.py'
 custom_imports = dict(imports=['mmbcn', 'mmbcn.study.pool_norm_head'], allow_failed_imports=False)
 
-norm_cfg = dict(type='GN', num_groups=8, requires_grad=True)
+# _delete_: the base's BCN cfg goes, not merged
+norm_cfg = dict(_delete_=True, type='GN', num_groups=8, requires_grad=True)
 conv_cfg = dict(type='WSConv2d')
 model = dict(
     backbone=dict(norm_cfg=norm_cfg, conv_cfg=conv_cfg),
     decode_head=dict(type='PoolNormASPPHead', norm_cfg=norm_cfg, conv_cfg=conv_cfg,
-                     image_pool_norm_cfg=norm_cfg),
+                     image_pool_norm_cfg=dict(type='GN', num_groups=8, requires_grad=True)),
     auxiliary_head=dict(norm_cfg=norm_cfg, conv_cfg=conv_cfg))
 custom_hooks = [dict(type='NormStatisticsHook', interval=50)]
