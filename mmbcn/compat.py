@@ -19,10 +19,9 @@ Features that came after torch 2.1 and what mmbcn does without them:
 """
 
 import functools
-import importlib
 import inspect
 import os
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -64,18 +63,18 @@ def weights_only_disabled_by_user() -> bool:
     return value.strip().lower() in ('1', 'y', 'yes', 'true')
 
 
-@functools.lru_cache(maxsize=None)
-def _dynamo_is_compiling() -> Callable[[], bool]:
+def is_compiling() -> bool:
+    """Whether Dynamo (``torch.compile``, ``torch.export``) is tracing the current call.
+
+    Written for Dynamo to trace (attribute look-ups only): torch < 2.3 has the question in
+    ``torch._dynamo``, which is imported once anything compiles.
+    """
     compiler = getattr(torch, 'compiler', None)
     if compiler is not None and hasattr(compiler, 'is_compiling'):
-        return compiler.is_compiling
-    # torch < 2.3: the same question, asked where it was then
-    return importlib.import_module('torch._dynamo').is_compiling
-
-
-def is_compiling() -> bool:
-    """Whether Dynamo (``torch.compile``, ``torch.export``) is tracing the current call."""
-    return _dynamo_is_compiling()()
+        return compiler.is_compiling()
+    if hasattr(torch, '_dynamo'):
+        return torch._dynamo.is_compiling()
+    return False
 
 
 def is_exporting() -> bool:

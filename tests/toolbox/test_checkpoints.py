@@ -7,6 +7,7 @@ import fix), then loaded as OpenMMLab loads them (``mmengine.runner.load_checkpo
 ``torch.load`` with its default ``weights_only=True``).
 """
 
+import inspect
 import os
 import os.path as osp
 import pickle
@@ -44,14 +45,17 @@ TRAIN = textwrap.dedent("""
         def forward(self, inputs, mode='loss'):
             return dict(loss=self.norm(self.conv(inputs)).square().mean())
 
+    torch.manual_seed(0)
     data = [dict(inputs=torch.randn(3, 8, 8)) for _ in range(4)]
+    resume_from = sys.argv[3] if len(sys.argv) > 3 else None  # then train on to iteration 4
     runner = Runner(model=Tiny(), work_dir=sys.argv[1],
                     train_dataloader=dict(dataset=data, sampler=dict(type='DefaultSampler'),
                                           batch_size=2, collate_fn=dict(type='default_collate')),
-                    train_cfg=dict(by_epoch=False, max_iters=2),
+                    train_cfg=dict(by_epoch=False, max_iters=4 if resume_from else 2),
                     optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
                     default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2,
-                                                       by_epoch=False)))
+                                                       by_epoch=False)),
+                    load_from=resume_from, resume=bool(resume_from), randomness=dict(seed=0))
     runner.train()
 """)
 
@@ -84,12 +88,18 @@ def test_a_checkpoint_written_with_mmbcn_loads_weights_only_everywhere(checkpoin
         assert b'getattr' not in f.read()
 
 
-def test_without_mmbcn_imported_the_same_file_is_refused(checkpoints):
+def test_without_mmbcn_imported_torch_default_decides(checkpoints):
+    """torch >= 2.6 loads weights-only by default and refuses the file without mmbcn's
+    allow-list; older torch unpickles everything by default (the file loads, its code runs)."""
     code = (f'import torch\ntry:\n    torch.load({checkpoints["with-mmbcn"]!r})\n'
+            f'    print("loaded")\n'
             f'except Exception as error:\n    print(type(error).__name__, error)\n')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                             timeout=120)
-    assert 'UnpicklingError' in result.stdout and 'HistoryBuffer' in result.stdout
+    if inspect.signature(torch.load).parameters['weights_only'].default is False:
+        assert result.stdout.strip() == 'loaded', result.stdout + result.stderr
+    else:
+        assert 'UnpicklingError' in result.stdout and 'HistoryBuffer' in result.stdout
 
 
 def test_an_mmengine_checkpoint_is_refused_with_the_conversion_command(checkpoints):
@@ -133,6 +143,21 @@ def test_the_conversion_reaches_nothing_but_the_statistics(tmp_path, name):
     with pytest.raises(pickle.UnpicklingError, match='only the statistics'):
         convert(source, str(tmp_path / 'out.pth'))
     assert not osp.exists(tmp_path / 'out.pth')
+
+
+def test_training_resumes_from_a_runner_checkpoint(checkpoints, tmp_path):
+    """MMEngine's resume (``load_from`` + ``resume=True``, what ``--resume`` sets) reads the
+    checkpoint through mmbcn's loader on this torch and trains on from iteration 2."""
+    work_dir = tmp_path / 'resumed'
+    result = subprocess.run([sys.executable, '-c', TRAIN, str(work_dir), 'with-mmbcn',
+                             checkpoints['with-mmbcn']], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'resumed epoch: 0, iter: 2' in result.stdout + result.stderr
+    resumed = load_weights_only(str(work_dir / 'iter_4.pth'))
+    assert resumed['meta']['iter'] == 4
+    losses = resumed['message_hub']['log_scalars']['train/loss']
+    assert len(losses.data[0]) == 4  # the first run's 2 losses came back with the checkpoint
 
 
 def test_the_restricted_unpickler_loads_runner_checkpoints(checkpoints, monkeypatch):
