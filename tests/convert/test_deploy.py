@@ -43,6 +43,7 @@ def test_training_mode_is_a_clear_error():
         deploy_model(nn.Sequential(BatchChannelNorm2d(4, 2)))
 
 
+@pytest.mark.mmcv_ops
 def test_mask_rcnn_from_config_gives_the_same_outputs():
     cfg = Config.fromfile(DET_CONFIG)
     cfg.model.backbone.init_cfg = None
@@ -64,6 +65,7 @@ def test_mask_rcnn_from_config_gives_the_same_outputs():
     torch.testing.assert_close(outputs(), expected, rtol=1e-9, atol=1e-9)  # lengths too
 
 
+@pytest.mark.mmcv_ops
 def test_deeplabv3_from_config_gives_the_same_outputs():
     cfg = Config.fromfile(SEG_CONFIG)
     cfg.model.pretrained = None
@@ -76,6 +78,7 @@ def test_deeplabv3_from_config_gives_the_same_outputs():
         torch.testing.assert_close(model._forward(x), expected, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.mmcv_ops
 def test_deployed_deeplabv3_exports_to_onnx_whole(tmp_path):
     from mmbcn.export import TensorForward, export_onnx, onnxruntime_max_error
     cfg = Config.fromfile(SEG_CONFIG)
@@ -86,6 +89,7 @@ def test_deployed_deeplabv3_exports_to_onnx_whole(tmp_path):
     assert onnxruntime_max_error(path, segmentor, torch.randn(1, 3, 96, 80)) < 1e-3  # dynamic
 
 
+@pytest.mark.mmcv_ops
 @pytest.mark.slow
 def test_deploy_tool_exports_mask_rcnn_backbone(tmp_path):
     import subprocess

@@ -52,6 +52,7 @@ def make_runner(tmp_path, hook_cfg):
         default_scope=None)
 
 
+@pytest.mark.mmcv_ops
 @pytest.mark.slow
 def test_lr_policy_follows_the_learning_rate(tmp_path):
     runner = make_runner(tmp_path, dict(type='BCNUpdateRateHook', policy='lr', rate=0.2,
@@ -66,6 +67,7 @@ def test_lr_policy_follows_the_learning_rate(tmp_path):
     assert runner.message_hub.get_scalar('train/bcn_update_rate').current() == pytest.approx(0.02)
 
 
+@pytest.mark.mmcv_ops
 @pytest.mark.slow
 def test_constant_policy_with_warm_start(tmp_path):
     runner = make_runner(tmp_path, dict(type='BCNUpdateRateHook', policy='constant', rate=0.1))

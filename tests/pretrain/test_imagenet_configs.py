@@ -150,6 +150,7 @@ def checkpoint_of(config: str, trained, tmp_path) -> str:
     return path
 
 
+@pytest.mark.mmcv_ops
 @pytest.mark.slow
 @pytest.mark.parametrize('source,target', [(s, t) for s, ts in DOWNSTREAM.items() for t in ts],
                          ids=lambda p: osp.basename(p))
@@ -169,6 +170,7 @@ def test_checkpoint_starts_the_detection_and_segmentation_configs(source, target
     assert any(not torch.equal(fresh[k], saved[k]) for k in saved if k.endswith('conv1.weight'))
 
 
+@pytest.mark.mmcv_ops
 @pytest.mark.slow
 def test_another_group_count_is_refused_with_the_fix(trained_r50, tmp_path, monkeypatch):
     checkpoint = str(trained_r50[0])

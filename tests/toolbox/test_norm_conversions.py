@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mmbcn import BatchChannelNorm2d
-from mmbcn.upstream_patches import PreciseBNError
+from mmbcn.errors import PreciseBNError
 
 
 def bcn_and_bn():

@@ -170,3 +170,21 @@ def test_mim_trains_in_one_process(wheel_site, demo_data, tmp_path):
     assert re.search(r'Distributed training: False', trained), trained[-4000:]
     assert (work_dir / 'iter_2.pth').is_file()
     assert 0 <= miou(trained, 'val') <= 100
+
+
+def test_mim_finds_the_editable_install_of_the_readme(tmp_path):
+    """``make setup`` installs mmbcn editable and links it where mim looks
+    (``site-packages/mmbcn``): mim search and mim's lookup for train/test find it, from any
+    folder, without the wheel."""
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    result = subprocess.run([MIM, 'search', 'mmbcn', '--json', str(tmp_path / 'index.json')],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    configs = json.loads((tmp_path / 'index.json').read_text())['config']
+    assert f'configs/demo/{SEG_DEMO}' in configs.values()
+    code = ('from mim.utils import get_installed_path; import os.path as osp; '
+            'print(osp.realpath(osp.join(get_installed_path("mmbcn"), ".mim", "tools", '
+            '"train.py")))')
+    found = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert found.stdout.strip() == osp.join(ROOT, 'tools', 'train.py'), found.stderr
