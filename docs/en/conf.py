@@ -35,7 +35,7 @@ exclude_patterns = ['_build', '_ext']
 # MyST: `[text](page.md#heading)` links are resolved and checked against these anchors, so a
 # renamed page or heading breaks the build (headings down to ####).
 myst_heading_anchors = 4
-myst_enable_extensions = ['dollarmath', 'colon_fence']
+myst_enable_extensions = ['colon_fence']
 
 # Every cross-reference must resolve. Names of other packages (torch, MMEngine, ...) have no
 # inventory here (the build reaches no network), so only they are let through.
@@ -55,6 +55,7 @@ autodoc_typehints = 'description'
 autodoc_class_signature = 'separated'
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+napoleon_include_special_with_doc = False  # no NamedTuple __new__
 
 html_theme = 'furo'
 html_title = f'mmbcn {release}'

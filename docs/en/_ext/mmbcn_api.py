@@ -110,6 +110,8 @@ def documented_in(obj, name):
 
 
 def skip_member(app, what, name, obj, skip, options):
+    if what == 'class' and (getattr(obj, '__doc__', None) or '').startswith('Alias for field'):
+        return True  # a NamedTuple field without a docstring of its own
     module = _current_module[0]
     if what != 'module' or module is None or skip:
         return None
