@@ -36,8 +36,10 @@ MISSING_OPERATOR_SCHEMAS = (
 _declared = []  # the torch.library.Library holding the schemas, kept alive
 
 
-def _extension_loads(package_dir: str) -> bool:
-    paths = glob.glob(osp.join(package_dir, '_C.*so')) + glob.glob(osp.join(package_dir, '_C.pyd'))
+def _extension_fails(package_dir: str) -> bool:
+    """Whether torchvision's C++ extension is there and does not load (torchvision 0.28 and
+    older name it ``_C.so``, 0.29 ``_C_stable.so``). No extension at all: nothing to fix."""
+    paths = glob.glob(osp.join(package_dir, '_C*.so')) + glob.glob(osp.join(package_dir, '_C*.pyd'))
     if not paths:
         return False
     import torch
@@ -45,8 +47,8 @@ def _extension_loads(package_dir: str) -> bool:
     try:
         torch.ops.load_library(paths[0])
     except OSError:
-        return False
-    return True
+        return True
+    return False
 
 
 def _schema_exists(torch, name: str) -> bool:
@@ -79,7 +81,7 @@ class _TorchvisionFinder(importlib.abc.MetaPathFinder):
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec('torchvision')
         if spec is not None and spec.submodule_search_locations:
-            if not _extension_loads(list(spec.submodule_search_locations)[0]):
+            if _extension_fails(list(spec.submodule_search_locations)[0]):
                 declare_missing_operators()
         return None
 
