@@ -42,6 +42,7 @@ def test_bcn_cuda_matches_float64_reference(mode, shape, groups):
     (out * upstream.cuda()).sum().backward()
     (ref_out * upstream.double()).sum().backward()
     torch.testing.assert_close(out.double().cpu(), ref_out, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(layer.running_mean.double().cpu(), ref_mean, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(layer.running_var.double().cpu(), ref_var, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(x_gpu.grad.double().cpu(), x64.grad, rtol=1e-3, atol=1e-3)
     for name, ref_param in ref_params.items():
