@@ -26,7 +26,7 @@ class BCNUpdateRateHook(Hook):
     drift as the weights move, and the weights move in proportion to the learning rate, so late
     in a decaying schedule the estimates can average over many more micro-batches. ``rate=0.1``
     equals BatchNorm's default momentum at the base learning rate. The default is kept by
-    measurement (``make study-rate``, README "The update rate r, measured"): on the demo's
+    measurement (``make study-rate``, docs/en/elimination/update_rate.md): on the demo's
     micro-batch segmentation task, 3 seeds, ``'lr'`` beat ``'constant'`` at every seed; a
     small-task result.
     The warm start (r = 1 at iterations 0 and 1, then ``1 / t``) makes the estimates the plain
