@@ -31,7 +31,7 @@ __all__ = ['TESTED_STACKS', 'TRITON_CHECKED', 'is_compiling',
 
 # The stacks CI runs (tools/constraints.txt, tools/stacks/*.txt; a test checks they agree).
 TESTED_STACKS: Dict[str, Dict[str, str]] = {
-    'torch2.1 (oldest)': dict(python='3.9', torch='2.1.2', numpy='1.26.4', mmengine='0.10.3',
+    'torch2.1 (oldest)': dict(python='3.10', torch='2.1.2', numpy='1.26.4', mmengine='0.10.3',
                               mmcv='2.1.0', mmpretrain='1.2.0'),
     'main': dict(python='3.11', torch='2.13.0', numpy='2.4.6', mmengine='0.10.7', mmcv='2.1.0',
                  mmdet='3.3.0', mmsegmentation='1.2.2', mmpretrain='1.2.0', triton='3.5.1'),
