@@ -54,7 +54,7 @@ def conv_norm_pairs(module: nn.Module) -> Iterator[Tuple[str, str]]:
         yield 'conv', module.norm_name
     if isinstance(module, nn.Sequential):
         names = [name for name, _ in module.named_children()]
-        yield from zip(names, names[1:])
+        yield from zip(names, names[1:], strict=False)
 
 
 def deploy_model(model: nn.Module) -> nn.Module:

@@ -44,4 +44,5 @@ def onnxruntime_max_error(path: str, module: nn.Module, example: torch.Tensor) -
     expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
     if len(got) != len(expected):
         raise RuntimeError(f'onnxruntime returned {len(got)} outputs, PyTorch {len(expected)}.')
-    return max(float((torch.from_numpy(g) - e).abs().max()) for g, e in zip(got, expected))
+    return max(float((torch.from_numpy(g) - e).abs().max())
+               for g, e in zip(got, expected, strict=True))

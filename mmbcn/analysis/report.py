@@ -98,7 +98,7 @@ def plot(result: dict, title: str = ''):
     eliminated, margins, similarity = figure.subplots(3, 1)
     positions = list(range(len(names)))
     colours = [FEED_COLOURS[layer['feeds']] for layer in layers]
-    for position, layer, colour in zip(positions, layers, colours):
+    for position, layer, colour in zip(positions, layers, colours, strict=True):
         eliminated.bar(position, layer['eliminated_fraction'], color=colour,
                        alpha=1.0 if layer['feeds'] == 'activation' else 0.35)
     eliminated.plot(positions, [layer['constant_fraction'] for layer in layers], 'kx', ms=4)
@@ -111,7 +111,7 @@ def plot(result: dict, title: str = ''):
         figure.suptitle(title)
     eliminated.set_title('normalization layers in forward order (elimination matters where a '
                          'layer feeds an activation)', fontsize='medium')
-    for position, layer, colour in zip(positions, layers, colours):
+    for position, layer, colour in zip(positions, layers, colours, strict=True):
         values = _margins(layer)
         if not values:
             continue

@@ -75,7 +75,7 @@ def write_curves(curves: Curves, path: str) -> str:
 def write_summary(parts: Sequence[Curves], path: str, heading: str) -> str:
     """Every part on one page, a row each."""
     figure, axes = plt.subplots(len(parts), 2, figsize=(11, 3.6 * len(parts)), squeeze=False)
-    for row, curves in zip(axes, parts):
+    for row, curves in zip(axes, parts, strict=True):
         _draw(row[0], row[1], curves)
     figure.suptitle(heading)
     figure.tight_layout()

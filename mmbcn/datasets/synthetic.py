@@ -73,7 +73,7 @@ def _random_shape(rng: np.random.Generator, size: int, label: int) -> Shape:
 
 
 def _bbox(polygon) -> Tuple[float, float, float, float]:
-    xs, ys = zip(*polygon)
+    xs, ys = zip(*polygon, strict=True)
     return min(xs), min(ys), max(xs), max(ys)
 
 

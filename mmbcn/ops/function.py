@@ -119,7 +119,7 @@ class BatchChannelNormFunction(torch.autograd.Function):
                 grad_x = backend.grad_input(grad_out, x, ctx.coeff_a, gradient.slope,
                                             saved.sample_mean, gradient.offset)
         param_grads = [grad.to(param.dtype) if needed else None for grad, param, needed
-                       in zip(result.param_grads, params, ctx.needs_input_grad[1:5])]
+                       in zip(result.param_grads, params, ctx.needs_input_grad[1:5], strict=True)]
         return (grad_x, *param_grads, None)
 
 

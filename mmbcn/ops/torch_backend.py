@@ -128,7 +128,7 @@ def grad_row_sums(grad: torch.Tensor, x: torch.Tensor,
     grad = grad.contiguous(memory_format=layout)
     views = _sample_rows(x)
     sums = [_centered_row_sums(g, rows, row_mean) for g, rows, row_mean in zip(
-        _sample_rows(grad), views, mean.reshape(len(views), -1))]
+        _sample_rows(grad), views, mean.reshape(len(views), -1), strict=True)]
     return (torch.cat([d for d, _ in sums]).reshape(n, c),
             torch.cat([t for _, t in sums]).reshape(n, c))
 

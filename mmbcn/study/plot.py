@@ -40,7 +40,7 @@ def write_summary_png(results: Sequence[RunResult], presets: Sequence[str], metr
             failed[preset] = 'no run finished'
             continue
         colour = f'C{index % 10}'
-        for panel, (key, _, scale) in zip(axes, PANELS):
+        for panel, (key, _, scale) in zip(axes, PANELS, strict=True):
             steps, average, low, high = seed_band(
                 [r.curves[key] for r in finished if r.curves.get(key)])
             if not steps:
@@ -49,7 +49,7 @@ def write_summary_png(results: Sequence[RunResult], presets: Sequence[str], metr
                        label=f'{preset} ({len(finished)} seed{"s" if len(finished) > 1 else ""})')
             panel.fill_between(steps, [v * scale for v in low], [v * scale for v in high],
                                color=colour, alpha=0.2, linewidth=0)
-    for panel, (_, label, _) in zip(axes, PANELS):
+    for panel, (_, label, _) in zip(axes, PANELS, strict=True):
         panel.set(title=label or metric_label, xlabel='iteration', ylabel=label or metric_label)
         panel.grid(alpha=0.3)
         if panel.lines:

@@ -85,7 +85,7 @@ def assert_same(left, right, rel, key=None, margin=None):
                         margins if margins is not None else right[name])
     elif isinstance(left, list):
         assert len(left) == len(right)
-        for i, (a, b) in enumerate(zip(left, right)):
+        for i, (a, b) in enumerate(zip(left, right, strict=True)):
             assert_same(a, b, rel, key, margin[i] if isinstance(margin, list) else margin)
     elif isinstance(left, float) and math.isnan(left):
         assert math.isnan(right)

@@ -89,7 +89,7 @@ def test_stage_gradient_norm_is_that_of_the_stage_output():
     collector.end_batch()
     stages = collector.stage_statistics()
     assert len(outputs) == len(STAGES)
-    for stage, output in zip(STAGES, outputs):
+    for stage, output in zip(STAGES, outputs, strict=True):
         assert stages[stage]['grad_norm'] == pytest.approx(float(output.grad.norm()), rel=1e-6)
 
 

@@ -93,7 +93,7 @@ def test_norm_eval_freezes_bcn_batch_statistics():
     assert bcn_layers and all(not m.training for m in bcn_layers)
     before = [m.running_mean.clone() for m in bcn_layers]
     forward_backward(model, torch.randn(2, 3, 32, 32))
-    assert all(torch.equal(m.running_mean, b) for m, b in zip(bcn_layers, before))
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(bcn_layers, before, strict=True))
     assert bcn_layers[0].group_weight.grad is not None  # the affine parameters still train
 
 

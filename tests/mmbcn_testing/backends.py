@@ -27,4 +27,5 @@ def relative_errors(got, want):
     """max |got - want| / max |want| for each pair, in float64 (as many of each)."""
     assert len(got) == len(want), (len(got), len(want))
     return [((g.double() - w.double()).abs().max()
-             / w.double().abs().max().clamp_min(1e-6)).item() for g, w in zip(got, want)]
+             / w.double().abs().max().clamp_min(1e-6)).item()
+            for g, w in zip(got, want, strict=True)]

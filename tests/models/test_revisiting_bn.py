@@ -134,7 +134,7 @@ def test_a_recipe_config_takes_an_optimizer_step(path):
     params = [p for p in model.parameters() if p.requires_grad]
     loss = sum((p * torch.randn_like(p)).sum() for p in params)  # any loss with a gradient
     optim_wrapper.update_params(loss)
-    assert max((p - b).abs().max().item() for p, b in zip(scales, before)) > 0
+    assert max((p - b).abs().max().item() for p, b in zip(scales, before, strict=True)) > 0
     assert torch.count_nonzero(model.data_preprocessor.input_norm.bias) == 0  # frozen
 
 

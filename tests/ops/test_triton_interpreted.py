@@ -49,7 +49,7 @@ def test_layer_on_triton_matches_float64(interpreted, case):
     errors = interpreted[case]
     assert len(errors['triton']) == len(errors['torch_float32']), errors
     for index, (triton, torch_float32) in enumerate(zip(errors['triton'],
-                                                         errors['torch_float32'])):
+                                                         errors['torch_float32'], strict=True)):
         assert triton < max(1e-4, 3 * torch_float32), (index, errors)
 
 

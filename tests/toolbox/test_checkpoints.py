@@ -122,7 +122,7 @@ def test_the_conversion_command_rewrites_an_mmengine_checkpoint(checkpoints, tmp
         assert torch.equal(converted['state_dict'][key], value), key
     for key, buffer in original['message_hub']['log_scalars'].items():
         new = converted['message_hub']['log_scalars'][key]
-        assert all((a == b).all() for a, b in zip(new.data, buffer.data)), key
+        assert all((a == b).all() for a, b in zip(new.data, buffer.data, strict=True)), key
     assert converted['meta']['iter'] == original['meta']['iter'] == 2
 
 

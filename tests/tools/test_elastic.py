@@ -76,7 +76,7 @@ def assert_equal_trees(a, b, where):
             assert_equal_trees(a[key], b[key], f'{where}.{key}')
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
-        for index, (x, y) in enumerate(zip(a, b)):
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_equal_trees(x, y, f'{where}[{index}]')
     else:
         assert a == b, f'{where}: {a!r} != {b!r}'

@@ -73,7 +73,7 @@ def test_two_torchrun_nodes_form_one_group_through_the_c10d_rendezvous(tmp_path)
                               env=dict(env, NODE_RANK=str(rank)), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
     outputs = [node.communicate(timeout=300) for node in nodes]
-    for node, (stdout, stderr) in zip(nodes, outputs):
+    for node, (stdout, stderr) in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, stderr[-3000:]
         assert 'world 2 sum 3 restarts allowed 2' in stdout
 
