@@ -28,7 +28,8 @@ MAKE_DOCS = f'$(PYTHON) {SPHINX_OPTIONS} docs/en docs/_build/html'
 # Commands of the docs that this file runs itself, in a tmp dir (see the tests below).
 LINK_CONFIGS = 'python -m mmbcn.config_files link configs/mmbcn'
 CONVERT_CHECKPOINT = 'python -m mmbcn.checkpoints convert old.pth new.pth'
-RUN_HERE = {LINK_CONFIGS, CONVERT_CHECKPOINT}
+COLLECT_ENV = 'python -m mmbcn.collect_env'
+RUN_HERE = {LINK_CONFIGS, CONVERT_CHECKPOINT, COLLECT_ENV}
 
 # Why a command is not run by a test here: (pattern, reason). The first rule that matches counts.
 NEEDS = [
@@ -36,6 +37,8 @@ NEEDS = [
     (r'^make setup$', 'installs the environment (about 20 minutes the first time); CI runs it '
                       'through make test'),
     (r'^make test$', 'the whole test suite: CI runs exactly this'),
+    (r'^make test-torch', 'builds an environment with another torch (tools/setup_stack.sh, '
+                          'minutes) and runs the stacks\' subset of the tests there'),
     (r'^make demo$|tools/demo\.py', 'about 4 minutes of CPU; tests/toolbox/test_entry_points.py '
                                     'trains the three demo configs for a few iterations'),
     (r'^make study', '11-14 minutes of CPU; tests/study/test_norm_study.py runs the study tool '
@@ -226,6 +229,12 @@ def test_the_config_link_command_gives_another_project_the_configs(tmp_path):
     assert result.returncode == 0, result.stderr
     link = tmp_path / 'configs' / 'mmbcn'
     assert (link / 'mask_rcnn' / 'mask-rcnn_r50_fpn_bcn-ws_8xb2-1x_coco.py').is_file()
+
+
+def test_the_environment_report_names_the_stack(tmp_path):
+    result = run_documented(COLLECT_ENV, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert 'torch' in result.stdout and 'mmcv' in result.stdout and 'mmbcn' in result.stdout
 
 
 def test_the_checkpoint_conversion_command_makes_an_old_checkpoint_load(tmp_path):
