@@ -208,6 +208,14 @@ def test_the_readmes_link_to_files_and_headings_that_exist():
                 assert anchor in {github_anchor(h) for h in headings}, target
 
 
+def test_every_config_folder_readme_is_a_page_of_the_site():
+    for readme in (ROOT / 'configs').glob('*/README.md'):
+        page = DOCS / 'model_zoo' / f'{readme.parent.name}.md'
+        assert page.exists(), f'{readme.relative_to(ROOT)} has no page in docs/en/model_zoo'
+        assert f'configs/{readme.parent.name}/README.md' in page.read_text()
+        assert readme.parent.name in (DOCS / 'model_zoo' / 'index.md').read_text()
+
+
 def test_the_readme_is_a_front_page():
     readme = (ROOT / 'README.md').read_text()
     assert len(readme.splitlines()) <= 250
