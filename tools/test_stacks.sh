@@ -8,7 +8,8 @@
 #   interpreter tests where the stack's Triton is one the kernels were checked with,
 #   checkpoints (weights-only loading, conversion, resume), the patched seams and their
 #   refusals, deploy, ONNX export, torch.export and torch.fx, the norm statistics, and training
-#   runs: the ImageNet demo config (mmpretrain) trained, logged and resumed from its checkpoint.
+#   runs: the ImageNet config (mmpretrain) and MMEngine Runner runs, saved and resumed. Then the
+#   demo's classification part (tools/demo.py --only cls), which must learn.
 #
 #   bash tools/test_stacks.sh torch2.1 [pytest options]
 set -euo pipefail
@@ -28,4 +29,16 @@ SUBSET=(
     tests/pretrain/test_imagenet_configs.py
     tests/pretrain/test_torchvision_compat.py::test_mmpretrain_imports_after_mmbcn_and_missing_ops_are_refused_not_faked
 )
-exec ".venv-$STACK/bin/python" -m pytest -m 'not mmcv_ops' "${SUBSET[@]}" "$@"
+PY=".venv-$STACK/bin/python"
+"$PY" -m pytest -m 'not mmcv_ops' "${SUBSET[@]}" "$@"
+
+# The demo's part that needs no compiled mmcv op: the ResNet-18 classifier (mmpretrain), trained
+# and evaluated; it must learn (trained top-1 above the untrained one).
+WORK_DIR=work_dirs/demo-$STACK
+"$PY" tools/demo.py --only cls --work-dir "$WORK_DIR"
+"$PY" - "$WORK_DIR/results.json" <<'CHECK'
+import json, sys
+row, = [r for r in json.load(open(sys.argv[1])) if r.get('metric') == 'top-1 accuracy']
+assert row['trained'] > row['untrained'], row
+print(f"demo (cls) on this stack: top-1 {row['untrained']:.1f} untrained, {row['trained']:.1f} trained")
+CHECK

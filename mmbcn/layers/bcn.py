@@ -10,7 +10,7 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .. import compat
+from ..compat import is_compiling, is_exporting
 from ..ops import ESTIMATE_RULES, batch_channel_norm
 from ..ops.function import world_size_of
 from ..ops.maths import positions_per_sample
@@ -224,8 +224,8 @@ class BatchChannelNorm2d(_BatchNorm):
                 'BatchChannelNorm2d has no running statistics (running_mean / running_var are '
                 'None, e.g. after torch.func.replace_all_batch_norm_modules_); BCN has no '
                 'statistics-free mode: keep its buffers.')
-        if (torch.jit.is_tracing() or compat.is_exporting()
-                or (not self.training and compat.is_compiling())):
+        if (torch.jit.is_tracing() or is_exporting()
+                or (not self.training and is_compiling())):
             return self.traced_forward(x)
         synchronize = self.training and self.synchronizes()
         if self.training and not self.estimate and not synchronize:
