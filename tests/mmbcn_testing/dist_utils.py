@@ -1,5 +1,12 @@
-"""Run a function in N real processes on the gloo backend and collect what each returns."""
+"""Run a function in N real processes on the gloo backend and collect what each returns.
 
+The processes meet through a file (``init_method='file://...'``), not a TCP port: a port picked
+free can be taken by another program before the processes bind it (a rendezvous then hangs or
+joins the wrong group), and a file in the run's own folder cannot. A hung collective fails after
+:data:`TIMEOUT` instead of blocking the suite.
+"""
+
+import datetime
 import os
 import socket
 import tempfile
@@ -9,15 +16,19 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
+TIMEOUT = datetime.timedelta(minutes=5)
+
+
 def free_port() -> int:
+    """A TCP port free now, for launchers that need one (torchrun, mim); see the module doc."""
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
 
 
-def _worker(rank, world_size, port, fn, args, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=world_size)
+def _worker(rank, world_size, fn, args, out_dir):
+    dist.init_process_group('gloo', init_method=f'file://{os.path.join(out_dir, "rendezvous")}',
+                            rank=rank, world_size=world_size, timeout=TIMEOUT)
     try:
         torch.save(fn(rank, world_size, *args), os.path.join(out_dir, f'rank{rank}.pt'))
     finally:
@@ -27,6 +38,5 @@ def _worker(rank, world_size, port, fn, args, out_dir):
 def run_in_processes(fn, world_size, *args):
     """Call ``fn(rank, world_size, *args)`` in ``world_size`` gloo processes; return the results."""
     with tempfile.TemporaryDirectory() as out_dir:
-        mp.spawn(_worker, args=(world_size, free_port(), fn, args, out_dir), nprocs=world_size,
-                 join=True)
+        mp.spawn(_worker, args=(world_size, fn, args, out_dir), nprocs=world_size, join=True)
         return [torch.load(os.path.join(out_dir, f'rank{r}.pt')) for r in range(world_size)]
