@@ -15,7 +15,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-
 TIMEOUT = datetime.timedelta(minutes=5)
 
 
