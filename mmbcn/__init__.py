@@ -4,7 +4,11 @@ Importing this package registers into MMEngine's root registries (so the ``mmdet
 ``mmseg`` and ``mmpretrain`` scopes find them too):
 
 * ``MODELS``: ``'BCN'`` / ``'BatchChannelNorm2d'`` (a norm layer) and ``'WSConv2d'`` (a conv);
-* ``HOOKS``: ``'BCNUpdateRateHook'`` and ``'NormStatisticsHook'``.
+* ``HOOKS``: ``'BCNUpdateRateHook'`` and ``'NormStatisticsHook'``;
+* the other normalizations' parts (:mod:`mmbcn.models`): ``'ProxyNormAct'``,
+  ``'RevisitingBNInit'``, ``'InputNormDataPreprocessor'`` and the optimizer wrapper
+  constructor ``'RevisitingBNOptimWrapperConstructor'`` (Proxy Normalization's ResNets are
+  imported per toolbox: :mod:`mmbcn.models.backbones`).
 
 and applies mmbcn's declared changes to other packages (:mod:`mmbcn.patches`; ``python -m
 mmbcn.collect_env`` lists each with its state): weights-only loading of MMEngine checkpoints
@@ -16,8 +20,12 @@ from . import torchvision_compat
 
 torchvision_compat.install()  # before anything imports torchvision (mmpretrain does)
 
-from . import patches  # noqa: E402
-from .engine import BCNUpdateRateHook, NormStatisticsHook  # noqa: E402
+from . import models, patches  # noqa: E402, F401  (models: ProxyNormAct, RevisitingBNInit, InputNormDataPreprocessor)
+from .engine import (  # noqa: E402
+    BCNUpdateRateHook,
+    NormStatisticsHook,
+    optimizers,  # noqa: E402, F401  (RevisitingBNOptimWrapperConstructor)
+)
 from .layers import BatchChannelNorm2d, WSConv2d, convert_sync_batchnorm, revert_sync_batchnorm  # noqa: E402
 from .ops import batch_channel_norm, weight_standardize  # noqa: E402
 from .version import __version__  # noqa: E402

@@ -11,6 +11,7 @@ from mmengine.config import Config
 from torch import nn
 
 from mmbcn import BatchChannelNorm2d, WSConv2d
+from mmbcn.layers.proxy_norm import NormProxyAct
 from mmbcn.study import bcn_micro_batch
 
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
@@ -65,6 +66,8 @@ def test_config_builds_what_its_name_says(path):
         assert ('BCNUpdateRateHook' in hooks) == estimate.pop()
     elif '_gn-ws_' in name:
         assert gn > 0 and ws > 0 and bcn == 0 and bn == 0
+    elif '_gn-pn_' in name:  # GroupNorm without affine + Proxy Normalization, plain convs
+        assert count(model, NormProxyAct) > 0 and gn > 0 and bn == 0 and bcn == 0 and ws == 0
     else:
         assert bn > 0 and bcn == 0 and ws == 0
     depth = int(re.search(r'(?:^|_)r(?:esnet)?(\d+)', name).group(1))
