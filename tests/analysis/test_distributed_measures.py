@@ -76,13 +76,18 @@ def conditioned_rel(margin, rel):
 
 def assert_same(left, right, rel, key=None, margin=None):
     """``left == right`` up to ``rel``; ``std`` and ``margin`` figures up to their conditioning
-    (``margin``: the reference's margin of the channel or percentile being compared)."""
+    (``margin``: the reference's |mean| / std of the channel, or the percentile compared)."""
     if isinstance(left, dict):
         assert left.keys() == right.keys()
         for name in left:
-            margins = right.get('margin') if name in ('std', 'margin') else None
-            assert_same(left[name], right[name], rel, name,
-                        margins if margins is not None else right[name])
+            if name in ('std', 'margin') and 'mean' in right and 'std' in right:
+                # mean / std of each channel, also where the margin is NaN (a channel taken
+                # as constant: the worst conditioned of all)
+                ratios = [abs(m) / s if s > 0 else math.inf
+                          for m, s in zip(right['mean'], right['std'], strict=True)]
+            else:
+                ratios = right[name]
+            assert_same(left[name], right[name], rel, name, ratios)
     elif isinstance(left, list):
         assert len(left) == len(right)
         for i, (a, b) in enumerate(zip(left, right, strict=True)):
