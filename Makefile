@@ -30,6 +30,8 @@ test-stacks: $(STACKS:%=test-%)
 test-%: .venv-%/.mmbcn-installed
 	bash tools/test_stacks.sh $*
 
+# The stamps are kept (make would delete them as intermediate files and set the stacks up again).
+.SECONDARY: $(STACKS:%=.venv-%/.mmbcn-installed)
 .venv-%/.mmbcn-installed: tools/stacks/%.txt tools/setup_stack.sh pyproject.toml
 	bash tools/setup_stack.sh $*
 	touch $@
