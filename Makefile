@@ -21,11 +21,13 @@ lint: setup
 STACKS := torch2.1 torch2.15
 
 test: setup lint docs
-	$(PYTHON) -m pytest tests
+	@date -u +'%n==> %T the whole suite on the main stack'
+	$(PYTHON) -m pytest tests --durations=20
 	$(MAKE) test-stacks
 
 .PHONY: test-stacks
 test-stacks: $(STACKS:%=test-%)
+	@date -u +'%n==> %T done'
 
 test-%: .venv-%/.mmbcn-installed
 	bash tools/test_stacks.sh $*

@@ -18,7 +18,7 @@ WHEELHOUSE=${MMBCN_WHEELHOUSE:-$HOME/.cache/mmbcn/wheels}
 PYTHON=${PYTHON:-python3}
 MMCV_VERSION=2.1.0
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s %s\n' "$(date -u +%T)" "$*"; }  # the time: CI's log shows where its minutes go
 
 if [ ! -x "$VENV/bin/python" ]; then
     step "creating $VENV"

@@ -26,7 +26,7 @@ PYTHON_VERSION=$(sed -n 's/^# python: *//p' "$CONSTRAINTS")
 MMCV_VERSION=$(sed -n 's/^mmcv==//p' "$CONSTRAINTS")
 TORCH_VERSION=$(sed -n 's/^torch==//p' "$CONSTRAINTS")
 
-step() { printf '\n==> [%s] %s\n' "$STACK" "$*"; }
+step() { printf '\n==> %s [%s] %s\n' "$(date -u +%T)" "$STACK" "$*"; }  # the time: CI's log shows where its minutes go
 
 # pythonX.Y on PATH, else pyenv's newest X.Y (pyenv's shims answer only for its active versions).
 find_python() {

@@ -30,11 +30,13 @@ SUBSET=(
     tests/pretrain/test_torchvision_compat.py::test_mmpretrain_imports_after_mmbcn_and_missing_ops_are_refused_not_faked
 )
 PY=".venv-$STACK/bin/python"
+printf '\n==> %s [%s] the test subset\n' "$(date -u +%T)" "$STACK"
 "$PY" -m pytest -m 'not mmcv_ops' "${SUBSET[@]}" "$@"
 
 # The demo's part that needs no compiled mmcv op: the ResNet-18 classifier (mmpretrain), trained
 # and evaluated; it must learn (trained top-1 above the untrained one).
 WORK_DIR=work_dirs/demo-$STACK
+printf '\n==> %s [%s] the demo (cls)\n' "$(date -u +%T)" "$STACK"
 "$PY" tools/demo.py --only cls --work-dir "$WORK_DIR"
 "$PY" - "$WORK_DIR/results.json" <<'CHECK'
 import json, sys
