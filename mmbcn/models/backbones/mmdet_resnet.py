@@ -8,46 +8,11 @@ Importing this module imports mmdet.
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmdet.registry import MODELS
 
-from .proxy_norm_resnet import (
-    ProxyNormBasicBlockMixin,
-    ProxyNormBottleneckMixin,
-    ProxyNormResNetMixin,
-    proxy_norm_arch_settings,
-)
+from .proxy_norm_resnet import define_proxy_norm_resnets
 
 __all__ = ['ProxyNormBasicBlock', 'ProxyNormBottleneck', 'ProxyNormResNet', 'ProxyNormResNetV1c',
            'ProxyNormResNetV1d']
 
-
-class ProxyNormBasicBlock(ProxyNormBasicBlockMixin, BasicBlock):
-    """mmdet's BasicBlock with Proxy Normalization after norm1."""
-
-
-class ProxyNormBottleneck(ProxyNormBottleneckMixin, Bottleneck):
-    """mmdet's Bottleneck with Proxy Normalization after norm1 and norm2."""
-
-
-@MODELS.register_module()
-class ProxyNormResNet(ProxyNormResNetMixin, ResNet):
-    """mmdet's ResNet with Proxy Normalization (``proxy_cfg``: options of every
-    ``NormProxyAct``; the rest as ResNet)."""
-
-    arch_settings = proxy_norm_arch_settings(ResNet.arch_settings, ProxyNormBasicBlock,
-                                             ProxyNormBottleneck)
-
-
-@MODELS.register_module()
-class ProxyNormResNetV1c(ProxyNormResNet):
-    """ProxyNormResNet with the deep stem (three 3x3 convs) and strided-conv downsampling, as
-    mmseg's and mmpretrain's ResNetV1c (mmdet has no ResNetV1c of its own)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(deep_stem=True, avg_down=False, **kwargs)
-
-
-@MODELS.register_module()
-class ProxyNormResNetV1d(ProxyNormResNet):
-    """ProxyNormResNet with the deep stem and average-pool downsampling, as ResNetV1d."""
-
-    def __init__(self, **kwargs):
-        super().__init__(deep_stem=True, avg_down=True, **kwargs)
+(ProxyNormBasicBlock, ProxyNormBottleneck, ProxyNormResNet, ProxyNormResNetV1c,
+ ProxyNormResNetV1d) = define_proxy_norm_resnets(
+    'mmdet', __name__, BasicBlock, Bottleneck, ResNet, MODELS)

@@ -8,46 +8,12 @@ Importing this module imports mmpretrain.
 from mmpretrain.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmpretrain.registry import MODELS
 
-from .proxy_norm_resnet import (
-    ProxyNormBasicBlockMixin,
-    ProxyNormBottleneckMixin,
-    ProxyNormResNetMixin,
-    proxy_norm_arch_settings,
-)
+from .proxy_norm_resnet import define_proxy_norm_resnets
 
 __all__ = ['ProxyNormBasicBlock', 'ProxyNormBottleneck', 'ProxyNormResNet', 'ProxyNormResNetV1c',
            'ProxyNormResNetV1d']
 
-
-class ProxyNormBasicBlock(ProxyNormBasicBlockMixin, BasicBlock):
-    """mmpretrain's BasicBlock with Proxy Normalization after norm1."""
-
-
-class ProxyNormBottleneck(ProxyNormBottleneckMixin, Bottleneck):
-    """mmpretrain's Bottleneck with Proxy Normalization after norm1 and norm2."""
-
-
-@MODELS.register_module()
-class ProxyNormResNet(ProxyNormResNetMixin, ResNet):
-    """mmpretrain's ResNet with Proxy Normalization (``proxy_cfg``: options of every
-    ``NormProxyAct``; the rest as ResNet)."""
-
-    arch_settings = proxy_norm_arch_settings(ResNet.arch_settings, ProxyNormBasicBlock,
-                                             ProxyNormBottleneck)
-    zero_init_by_block_cfg = False  # mmpretrain's init_weights zeroes the last norms itself
-
-
-@MODELS.register_module()
-class ProxyNormResNetV1c(ProxyNormResNet):
-    """ProxyNormResNet with the deep stem (three 3x3 convs), as mmpretrain's ResNetV1c."""
-
-    def __init__(self, **kwargs):
-        super().__init__(deep_stem=True, avg_down=False, **kwargs)
-
-
-@MODELS.register_module()
-class ProxyNormResNetV1d(ProxyNormResNet):
-    """ProxyNormResNet with the deep stem and average-pool downsampling, as ResNetV1d."""
-
-    def __init__(self, **kwargs):
-        super().__init__(deep_stem=True, avg_down=True, **kwargs)
+(ProxyNormBasicBlock, ProxyNormBottleneck, ProxyNormResNet, ProxyNormResNetV1c,
+ ProxyNormResNetV1d) = define_proxy_norm_resnets(
+    'mmpretrain', __name__, BasicBlock, Bottleneck, ResNet, MODELS,
+    zero_init_by_block_cfg=False)  # mmpretrain's init_weights zeroes the last norms itself

@@ -24,11 +24,12 @@ mmseg's ResNets decide it by the block class's identity, so the PN ResNet sets t
 ``norm_eval`` (BatchNorm inside a ``NormProxyAct`` included), ``with_cp``, plugins and drop path.
 
 The toolbox modules (:mod:`.mmdet_resnet`, :mod:`.mmseg_resnet`, :mod:`.mmpretrain_resnet`)
-combine these mixins with their toolbox's classes and register ``ProxyNormResNet``,
-``ProxyNormResNetV1c`` and ``ProxyNormResNetV1d`` in that toolbox's ``MODELS``.
+combine these mixins with their toolbox's classes (:func:`define_proxy_norm_resnets`) and register
+``ProxyNormResNet``, ``ProxyNormResNetV1c`` and ``ProxyNormResNetV1d`` in that toolbox's
+``MODELS``.
 """
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch.utils.checkpoint as cp
 from mmcv.cnn import ConvModule
@@ -37,7 +38,7 @@ from torch import nn
 from ...layers.proxy_norm import NormProxyAct
 
 __all__ = ['ProxyNormBasicBlockMixin', 'ProxyNormBottleneckMixin', 'ProxyNormResNetMixin',
-           'proxy_norm_arch_settings']
+           'ProxyNormResNets', 'define_proxy_norm_resnets', 'proxy_norm_arch_settings']
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
           nn.LayerNorm)
@@ -179,3 +180,65 @@ class ProxyNormResNetMixin:
                 module.init_cfg = dict(type='Constant', val=0, override=dict(name='norm3'))
             elif isinstance(module, ProxyNormBasicBlockMixin):
                 module.init_cfg = dict(type='Constant', val=0, override=dict(name='norm2'))
+
+
+class ProxyNormResNets(NamedTuple):
+    """The PN classes of one toolbox (:func:`define_proxy_norm_resnets`)."""
+
+    basic_block: type
+    bottleneck: type
+    resnet: type
+    resnet_v1c: type
+    resnet_v1d: type
+
+
+def define_proxy_norm_resnets(toolbox: str, module: str, basic_block: type, bottleneck: type,
+                              resnet: type, registry, *,
+                              zero_init_by_block_cfg: bool = True) -> ProxyNormResNets:
+    """Define one toolbox's PN blocks and ResNets and register the ResNets in its ``registry``.
+
+    Args:
+        toolbox: the toolbox's name, for the docstrings (``'mmdet'``).
+        module: the module the classes belong to (its ``__name__``: pickling and the API
+            reference find them there).
+        basic_block, bottleneck, resnet: the toolbox's ResNet classes.
+        registry: the toolbox's ``MODELS``, which gets ``ProxyNormResNet``, ``ProxyNormResNetV1c``
+            (deep stem, strided-conv downsampling) and ``ProxyNormResNetV1d`` (deep stem,
+            average-pool downsampling).
+        zero_init_by_block_cfg: see :attr:`ProxyNormResNetMixin.zero_init_by_block_cfg`.
+    """
+
+    class ProxyNormBasicBlock(ProxyNormBasicBlockMixin, basic_block):
+        __doc__ = f"{toolbox}'s BasicBlock with Proxy Normalization after norm1."
+
+    class ProxyNormBottleneck(ProxyNormBottleneckMixin, bottleneck):
+        __doc__ = f"{toolbox}'s Bottleneck with Proxy Normalization after norm1 and norm2."
+
+    class ProxyNormResNet(ProxyNormResNetMixin, resnet):
+        __doc__ = (f"{toolbox}'s ResNet with Proxy Normalization (``proxy_cfg``: options of "
+                   "every ``NormProxyAct``; the rest as ResNet).")
+        arch_settings = proxy_norm_arch_settings(resnet.arch_settings, ProxyNormBasicBlock,
+                                                 ProxyNormBottleneck)
+
+    ProxyNormResNet.zero_init_by_block_cfg = zero_init_by_block_cfg
+
+    class ProxyNormResNetV1c(ProxyNormResNet):
+        """ProxyNormResNet with the deep stem (three 3x3 convs) and strided-conv downsampling,
+        as ResNetV1c (mmseg's and mmpretrain's; mmdet has none of its own)."""
+
+        def __init__(self, **kwargs):
+            super().__init__(deep_stem=True, avg_down=False, **kwargs)
+
+    class ProxyNormResNetV1d(ProxyNormResNet):
+        """ProxyNormResNet with the deep stem and average-pool downsampling, as ResNetV1d."""
+
+        def __init__(self, **kwargs):
+            super().__init__(deep_stem=True, avg_down=True, **kwargs)
+
+    classes = ProxyNormResNets(ProxyNormBasicBlock, ProxyNormBottleneck, ProxyNormResNet,
+                               ProxyNormResNetV1c, ProxyNormResNetV1d)
+    for cls in classes:
+        cls.__module__, cls.__qualname__ = module, cls.__name__
+    for cls in classes[2:]:
+        registry.register_module(module=cls)
+    return classes
