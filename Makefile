@@ -46,9 +46,11 @@ bench: setup
 
 # The documentation site (docs/en, Sphinx + MyST) into docs/_build/html. Warnings are errors, so
 # a link to a missing page or heading anchor, or a docstring that does not parse, fails it.
+# -E: each build reads every page (the API reference resolves a name on one page to the object
+# documented on another, which a build that re-reads only the changed pages would not see).
 .PHONY: docs
 docs: setup
-	$(PYTHON) -m sphinx -W --keep-going -b html docs/en docs/_build/html
+	$(PYTHON) -m sphinx -E -W --keep-going -b html docs/en docs/_build/html
 
 clean-env:
 	rm -rf $(VENV) $(STACKS:%=.venv-%)

@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / 'docs' / 'en'
 # The Makefile's `docs` recipe without its output folder: the test builds into a tmp dir.
-SPHINX_OPTIONS = '-m sphinx -W --keep-going -b html'
+SPHINX_OPTIONS = '-m sphinx -E -W --keep-going -b html'
 MAKE_DOCS = f'$(PYTHON) {SPHINX_OPTIONS} docs/en docs/_build/html'
 
 # Commands of the docs that this file runs itself, in a tmp dir (see the tests below).
