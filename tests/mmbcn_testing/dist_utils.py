@@ -55,6 +55,7 @@ def run_in_processes(fn, world_size, *args):
             if time.monotonic() > deadline:
                 for process in context.processes:
                     process.kill()
+                    process.join()
                 raise TimeoutError(f'{world_size} gloo processes running {fn.__name__} had not '
                                    f'ended after {TIMEOUT}; stopped')
         return [torch.load(os.path.join(out_dir, f'rank{r}.pt')) for r in range(world_size)]
