@@ -50,9 +50,11 @@ step "OpenMMLab stack"
     ftfy regex "torchvision==0.28.0" "mmpretrain==1.2.0"
 
 step "mmbcn (editable) with test tools"
+# upstream: the extra that names this family's packages (all installed above, at the pinned
+# versions: pip checks they are in mmbcn's tested ranges and installs none of them again).
 # triton: the tests run BCN's kernels under Triton's CPU interpreter, with the Triton they were
 # checked with (no extra of mmbcn names triton: see pyproject.toml).
-"${PIP[@]}" --no-build-isolation -e ".[tests,docs]" triton
+"${PIP[@]}" --no-build-isolation -e ".[tests,docs,upstream]" triton
 # openmim finds a package at <its distribution's location>/<name>, i.e. site-packages/mmbcn,
 # which an editable install does not create (open-mmlab/mim#114): a link to the checkout's
 # package puts it there, so `mim train/test/search mmbcn` work on this install as on a wheel.
