@@ -10,15 +10,25 @@ Importing this package registers into MMEngine's root registries (so the ``mmdet
   constructor ``'RevisitingBNOptimWrapperConstructor'`` (Proxy Normalization's ResNets are
   imported per toolbox: :mod:`mmbcn.models.backbones`).
 
-and applies mmbcn's declared changes to other packages (:mod:`mmbcn.patches`; ``python -m
-mmbcn.collect_env`` lists each with its state): weights-only loading of MMEngine checkpoints
-(:mod:`mmbcn.checkpoints`), torchvision's import on a CPU torch, and the BN special-casing of
-mmcv, MMEngine, mmpretrain and torch made right for BCN and WSConv2d, or refused.
+It needs MMEngine and mmcv of either OpenMMLab family (upstream or onedl), which it does not
+install itself: :mod:`mmbcn.openmmlab_family` checks them first and names the install command
+when they are missing. It then applies mmbcn's declared changes to other packages
+(:mod:`mmbcn.patches`; ``python -m mmbcn.collect_env`` lists each with its state):
+weights-only loading of MMEngine checkpoints (:mod:`mmbcn.checkpoints`), torchvision's import
+on a CPU torch, ``pkg::`` base configs found through whichever distribution provides the
+module, and the BN special-casing of mmcv, MMEngine, mmpretrain and torch made right for BCN and
+WSConv2d, or refused.
 """
 
 from . import torchvision_compat
 
 torchvision_compat.install()  # before anything imports torchvision (mmpretrain does)
+
+from . import openmmlab_family  # noqa: E402
+
+# MMEngine and mmcv of either family (upstream OpenMMLab or onedl), which mmbcn's package
+# metadata does not require: an error naming the install command when they do not import.
+openmmlab_family.check_core()
 
 from . import models, patches  # noqa: E402, F401  (models: ProxyNormAct, RevisitingBNInit, InputNormDataPreprocessor)
 from .engine import (  # noqa: E402
