@@ -12,11 +12,16 @@ from mmengine.logging import HistoryBuffer
 
 from .. import checkpoints, compat, torchvision_compat
 from . import bcn_and_ws as replace
+from . import families
 from .mechanism import FunctionPatch, RegistrationPatch
 
 __all__ = ['AFTER_IMPORT', 'PATCHES']
 
-MMCV, MMENGINE, MMPRETRAIN = 'mmcv 2.1.0', 'mmengine 0.10.3, 0.10.7', 'mmpretrain 1.2.0'
+# Each target was read in both OpenMMLab families (mmbcn.openmmlab_family): the onedl releases
+# below have the same code there (docstrings aside), except MMEngine's checkpoint loading.
+MMCV = 'mmcv 2.1.0, onedl-mmcv 2.3.6'
+MMENGINE = 'mmengine 0.10.3, 0.10.7, onedl-mmengine 0.10.12'
+MMPRETRAIN = 'mmpretrain 1.2.0, onedl-mmpretrain 1.3.6'
 TORCH = 'torch 2.1.2, 2.13.0, 2.15.0'
 
 
@@ -71,6 +76,21 @@ PATCHES = (
         "loads local checkpoints weights-only through mmbcn's loader, whose refusals name "
         'the fix',
         available=_local_loader_registry, register=_register_local_loader),
+    FunctionPatch(
+        'mmengine', 'mmengine.runner.checkpoint:_safe_torch_load', 'onedl-mmengine 0.10.12',
+        "MMEngine's other checkpoint loaders (openmmlab://, pavi://, storage backends) load "
+        "weights-only through mmbcn's loader instead of falling back to weights_only=False",
+        parameters=('file', 'map_location', 'weights_only'),
+        replace=families.mmengine_safe_torch_load,
+        absent="upstream MMEngine's loaders call torch.load, weights-only by default on "
+               'torch >= 2.6, with no fallback'),
+    FunctionPatch(
+        'mmengine', 'mmengine.config.utils:_get_package_and_cfg_path', MMENGINE,
+        "a 'pkg::' base config is found through whichever distribution provides the module "
+        "pkg (onedl-mmsegmentation for mmseg::), not only the one MMEngine's table names",
+        parameters=('cfg_path',), replace=families.mmengine_package_and_cfg_path,
+        also_at=('mmengine.config.config:_get_package_and_cfg_path',
+                 'mmengine.hub.hub:_get_package_and_cfg_path')),
     FunctionPatch(
         'mmcv', 'mmcv.cnn.utils.fuse_conv_bn:_fuse_conv_bn', MMCV,
         'folds BCN exactly (batch stage into the conv, channel stage kept as a GroupNorm) and '

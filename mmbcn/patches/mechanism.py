@@ -102,20 +102,25 @@ class FunctionPatch(Patch):
         also_at: other ``module:attribute`` names bound to the same function, replaced too.
         guards: entry points (``module:attribute``) that refuse models holding BCN or WSConv2d
             when this patch is skipped.
+        absent: for a target only one OpenMMLab family has (:mod:`mmbcn.openmmlab_family`): why
+            nothing needs patching where it is missing (the skip's reason).
     """
 
     def __init__(self, package: str, target: str, checked: str, does: str,
                  parameters: Sequence[str], replace: Callable[[Callable], Callable],
-                 also_at: Sequence[str] = (), guards: Sequence[str] = ()):
+                 also_at: Sequence[str] = (), guards: Sequence[str] = (),
+                 absent: Optional[str] = None):
         super().__init__(package, target, checked, does)
         self.parameters, self.replace = tuple(parameters), replace
-        self.also_at, self.guards = tuple(also_at), tuple(guards)
+        self.also_at, self.guards, self.absent = tuple(also_at), tuple(guards), absent
 
     def problem(self) -> Optional[str]:
         """Why the patch cannot be applied, or None."""
         try:
             _, _, raw = _resolve(self.target)
         except (ImportError, AttributeError, KeyError) as error:
+            if self.absent is not None:
+                return f'{self.target} is missing: {self.absent}'
             return f'{self.target} is missing ({type(error).__name__}: {error})'
         function = _function_of(raw)
         if getattr(function, '__mmbcn_patch__', None) == self.target:
