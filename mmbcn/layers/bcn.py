@@ -14,6 +14,7 @@ from ..compat import is_compiling, is_exporting
 from ..ops import ESTIMATE_RULES, batch_channel_norm
 from ..ops.function import world_size_of
 from ..ops.maths import positions_per_sample
+from ..ops.recompute import ForwardRecords, Phase, phase_of_call
 from .fx_tracing import refuse_fx_tracing_through
 
 __all__ = ['BatchChannelNorm2d', 'GroupCountMismatchError', 'convert_sync_batchnorm',
@@ -36,6 +37,11 @@ class BatchChannelNorm2d(_BatchNorm):
       ``momentum=None`` averages the batches seen, restarting at the second step (r = 1, 1,
       then 1/(t - 1) at step t), which forgets the first step's spread around the initial mean;
     * eval: the running statistics, in both modes.
+
+    Under activation checkpointing (``with_cp=True``, ``torch.utils.checkpoint`` reentrant or
+    not) a training call's recompute normalizes with what its first run normalized with and
+    moves nothing, so gradients, statistics and ``num_batches_tracked`` are the plain run's
+    (:mod:`mmbcn.ops.recompute`).
 
     When torch.distributed is initialized with more than one process and ``sync_stats`` is True,
     the batch statistics are those of the global batch (an all-reduce of counts and sums, correct
@@ -119,6 +125,8 @@ class BatchChannelNorm2d(_BatchNorm):
         self.estimate_rule = estimate_rule
         self.sync_stats = bool(sync_stats)
         self.process_group = process_group
+        # Activation checkpointing: the records of first runs, for their recomputes to replay.
+        self.checkpoint_records = ForwardRecords()
         if affine:
             self.group_weight = nn.Parameter(torch.ones(num_groups))
             self.group_bias = nn.Parameter(torch.zeros(num_groups))
@@ -227,6 +235,7 @@ class BatchChannelNorm2d(_BatchNorm):
         if (torch.jit.is_tracing() or is_exporting()
                 or (not self.training and is_compiling())):
             return self.traced_forward(x)
+        phase = phase_of_call(self.training, is_compiling())
         synchronize = self.training and self.synchronizes()
         if self.training and not self.estimate and not synchronize:
             values = x.shape[0] * positions_per_sample(x)
@@ -236,12 +245,15 @@ class BatchChannelNorm2d(_BatchNorm):
                     f'value per channel to compute batch statistics in training, got input of '
                     f'shape {tuple(x.shape)}. Use estimate=True (micro-batch mode) for one sample '
                     f'with 1x1 spatial size, or train with more samples per process.')
-        update_rate = self._update_rate() if self.training else 0.0
+        # A checkpoint's recompute (REPLAY) moves nothing, not even the step count.
+        moves = self.training and phase is not Phase.REPLAY
+        update_rate = self._update_rate() if moves else 0.0
         return batch_channel_norm(
             x, self.running_mean, self.running_var, self.weight, self.bias, self.group_weight,
             self.group_bias, self.num_groups, training=self.training, estimate=self.estimate,
             update_rate=update_rate, eps=self.eps, process_group=self.process_group,
-            synchronize=synchronize, estimate_rule=self.estimate_rule)
+            synchronize=synchronize, estimate_rule=self.estimate_rule, phase=phase,
+            records=self.checkpoint_records)
 
     def extra_repr(self) -> str:
         return (f'{self.num_features}, num_groups={self.num_groups}, eps={self.eps}, '

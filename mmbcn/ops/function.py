@@ -11,10 +11,13 @@ backend calls; a backend only ever computes over the local batch:
   batch or image sizes per process), then the backend's coefficients and output;
 * backward, large-batch training: the backend's ``[dL/dmu, dL/dvar]``, all-reduced when
   synchronizing (every process's loss depends on the shared statistics), then
-  :func:`.maths.add_batch_statistics_path`, then the backend's input-gradient pass.
+  :func:`.maths.add_batch_statistics_path`, then the backend's input-gradient pass;
+* under activation checkpointing (:mod:`.recompute`): a first run records what it normalized
+  with; the recompute replays it, with no collective and no buffer moved.
 """
 
 import contextlib
+import dataclasses
 import logging
 from typing import Optional
 
@@ -25,6 +28,7 @@ from torch.autograd.function import once_differentiable
 from ..compat import triton_problem
 from . import maths
 from .maths import Params, Settings
+from .recompute import ForwardRecord, ForwardRecords, Phase
 from .torch_backend import TorchBackend
 
 logger = logging.getLogger('mmbcn')
@@ -76,6 +80,34 @@ def choose_backend(x: torch.Tensor, settings: Settings):
     return triton_backend.TRITON_PASSES_TORCH_MATHS
 
 
+def record_of_call(local_sums: torch.Tensor, sums: torch.Tensor,
+                   settings: Settings) -> ForwardRecord:
+    """What a training call just normalized with (:mod:`.recompute`): in micro-batch mode the
+    estimates it moved and used, copied before the next call moves them."""
+    estimates = None
+    if settings.estimate:
+        estimates = (settings.running_mean.clone(), settings.running_var.clone())
+    return ForwardRecord(local_sums, sums, estimates)
+
+
+def replay_settings(settings: Settings, record: ForwardRecord) -> Settings:
+    """The settings under which a recompute computes what ``record``'s call computed, moving
+    no buffer of the layer.
+
+    Micro-batch mode: the recorded estimates as given statistics (the function of the eval
+    form, which is the micro-batch function with no gradient through the statistics).
+    Large-batch mode: the recorded global sums (the caller passes them) with gradients through
+    the batch statistics, and scratch copies of the running statistics for the update to land
+    on.
+    """
+    if settings.estimate:
+        mean, var = record.estimates
+        return dataclasses.replace(settings, running_mean=mean, running_var=var, training=False,
+                                   phase=Phase.PLAIN)
+    return dataclasses.replace(settings, running_mean=settings.running_mean.clone(),
+                               running_var=settings.running_var.clone(), phase=Phase.PLAIN)
+
+
 class BatchChannelNormFunction(torch.autograd.Function):
     """``BCN(x) = (x - m) * A + C`` with the analytic backward of :mod:`.maths`.
 
@@ -89,12 +121,17 @@ class BatchChannelNormFunction(torch.autograd.Function):
         backend = choose_backend(x, settings)
         with on_device_of(x):
             moments = backend.statistics_pass(x)
-            sums = None
+            sums = local_sums = None
             if settings.training:
-                sums = backend.local_sums(x, moments, settings)
-                if settings.synchronize:
+                sums = local_sums = backend.local_sums(x, moments, settings)
+                if settings.phase is Phase.REPLAY:
+                    record = settings.records.take(local_sums)
+                    settings, sums = replay_settings(settings, record), record.sums
+                elif settings.synchronize:
                     sums = all_reduce_sum(sums, settings.process_group)
             out, coeff_a, saved = backend.forward(x, moments, sums, params, settings)
+            if settings.phase is Phase.RECORD:
+                settings.records.add(record_of_call(local_sums, sums, settings))
         ctx.save_for_backward(x, *params)
         ctx.backend, ctx.settings, ctx.coeff_a, ctx.saved = backend, settings, coeff_a, saved
         return out
@@ -139,6 +176,8 @@ def batch_channel_norm(
     process_group=None,
     synchronize: bool = False,
     estimate_rule: str = 'authors',
+    phase: Phase = Phase.PLAIN,
+    records: Optional[ForwardRecords] = None,
 ) -> torch.Tensor:
     """Batch-Channel Normalization of x (N, C, *); the maths is stated in :mod:`.maths`.
 
@@ -159,9 +198,14 @@ def batch_channel_norm(
         process_group: the group whose global batch gives the statistics.
         synchronize: all-reduce the batch statistics over ``process_group``.
         estimate_rule: ``'authors'`` or ``'batch_variance'`` (micro-batch mode only).
+        phase: what the call is to activation checkpointing (:mod:`.recompute`): ``RECORD``
+            adds a record to ``records``, ``REPLAY`` takes one from it and moves nothing.
+        records: the layer's :class:`~.recompute.ForwardRecords` (needed unless ``PLAIN``).
     """
+    if phase is not Phase.PLAIN and records is None:
+        raise ValueError(f'batch_channel_norm: phase {phase.name} needs the layer\'s records.')
     settings = Settings(running_mean, running_var, num_groups, training, estimate, update_rate,
-                        eps, process_group, synchronize, estimate_rule)
+                        eps, process_group, synchronize, estimate_rule, phase, records)
     with torch.autocast(device_type=x.device.type, enabled=False):
         return BatchChannelNormFunction.apply(x, weight, bias, group_weight, group_bias,
                                               settings)

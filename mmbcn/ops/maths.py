@@ -55,7 +55,7 @@ all positions of sample n (group norm). Everything follows from the per-(sample,
    ``dL/dx = g A + (x - m) slope + offset`` with ``slope = 2 dL/dv / M``, ``offset = dL/dm / M``.
 
 All of it runs in float64: it is O(N*C), and the group variance of few channels with 1x1 maps
-(or ``s * m - mu * s``) cancels badly in float32. ``tests/helpers/reference.py`` composes BCN
+(or ``s * m - mu * s``) cancels badly in float32. ``tests/mmbcn_testing/reference.py`` composes BCN
 from the formulas above in float64, independently of this module.
 """
 
@@ -64,6 +64,8 @@ from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import torch
+
+from .recompute import ForwardRecords, Phase
 
 ESTIMATE_RULES = ('authors', 'batch_variance')
 FLOAT64 = torch.float64
@@ -92,6 +94,9 @@ class Settings:
     process_group: Optional[object] = None
     synchronize: bool = False
     estimate_rule: str = 'authors'
+    # Activation checkpointing (:mod:`.recompute`): what this call is, and the layer's records.
+    phase: Phase = Phase.PLAIN
+    records: Optional[ForwardRecords] = None
 
     @property
     def large_batch_training(self) -> bool:
