@@ -26,9 +26,9 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-__all__ = ['FAMILIES', 'CORE', 'Family', 'OpenMMLabMissingError', 'check_core', 'distribution_of',
-           'family_of', 'installed_family', 'mmcv_ops_problem', 'require_mmcv_ops',
-           'version_problems']
+__all__ = ['FAMILIES', 'CORE', 'MODULES', 'Family', 'OpenMMLabMissingError', 'check_core',
+           'distribution_of', 'family_of', 'installed_family', 'mmcv_ops_problem',
+           'require_mmcv_ops', 'version_problems']
 
 # The import names mmbcn uses; the first two every ``import mmbcn`` needs.
 CORE = ('mmengine', 'mmcv')

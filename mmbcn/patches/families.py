@@ -5,12 +5,12 @@
   ``mmsegmentation``), then asks whether that distribution is installed. The onedl family
   installs ``mmseg`` as ``onedl-mmsegmentation``, so every ``mmseg::`` base failed to load
   ("mmsegmentation is not installed"), and ``mmengine.hub.get_config`` would ``pip install``
-  upstream's package over it. :func:`mmengine_package_and_cfg_path` names the distribution that
+  upstream's package over it. ``mmengine_package_and_cfg_path`` names the distribution that
   provides the module instead; both families' ``is_installed`` / ``get_installed_path`` then
   find it (by its metadata's ``top_level.txt``).
 * onedl-mmengine's checkpoint loaders call ``_safe_torch_load``, which loads weights-only and,
   when that refuses the file, loads it again with ``weights_only=False``: a checkpoint's pickled
-  code runs. :func:`mmengine_safe_torch_load` loads through mmbcn's weights-only loader
+  code runs. ``mmengine_safe_torch_load`` loads through mmbcn's weights-only loader
   (:func:`mmbcn.checkpoints.load_weights_only`), whose refusal names the fix, with no fallback
   (upstream MMEngine on torch >= 2.6 refuses the same files).
 """
