@@ -13,7 +13,7 @@ from typing import Dict, Optional
 
 import torch
 
-from . import compat
+from . import compat, openmmlab_family
 from .patches import patch_states
 from .version import __version__
 
@@ -33,9 +33,12 @@ def _version(package: str) -> Optional[str]:
 
 
 def installed_versions() -> Dict[str, Optional[str]]:
-    """Python, torch (without its local build tag) and :data:`PACKAGES`; None: not importable."""
+    """Python, torch (without its local build tag), the OpenMMLab family
+    (:func:`mmbcn.openmmlab_family.installed_family`) and :data:`PACKAGES`; None: not
+    importable."""
     versions = {'python': '.'.join(platform.python_version_tuple()[:2]),
-                'torch': torch.__version__.split('+')[0]}
+                'torch': torch.__version__.split('+')[0],
+                'family': openmmlab_family.installed_family()}
     versions.update((package, _version(package)) for package in PACKAGES)
     return versions
 
@@ -55,11 +58,19 @@ def tested_stack(versions: Dict[str, Optional[str]]) -> str:
 
 
 def _mmcv_ops() -> str:
-    try:
-        from mmcv.ops import nms  # noqa: F401
-    except Exception as error:  # mmcv built without ops (mmcv-lite) or against another torch
-        return f'not available ({type(error).__name__}: {str(error)[:80]})'
-    return 'available'
+    problem = openmmlab_family.mmcv_ops_problem()
+    return 'available' if problem is None else f'not available ({problem[:120]})'
+
+
+def _package(package: str, version: Optional[str]) -> str:
+    """The version and, where it differs from the import name's, the distribution."""
+    if version is None:
+        return 'not importable'
+    module = IMPORT_NAMES.get(package, package)
+    if module not in openmmlab_family.MODULES:
+        return version
+    found = openmmlab_family.distribution_of(module)
+    return version if found is None or found[1] == package else f'{version} ({found[1]})'
 
 
 def bcn_backend() -> str:
@@ -89,12 +100,16 @@ def collect_env() -> 'OrderedDict[str, str]':
         env['GPU'] = ', '.join(sorted({torch.cuda.get_device_name(i)
                                        for i in range(torch.cuda.device_count())}))
         env['CUDA (torch build)'] = str(torch.version.cuda)
+    env['OpenMMLab family'] = versions['family']
     for package in PACKAGES:
-        env[package] = versions[package] or 'not importable'
+        env[package] = _package(package, versions[package])
     if versions['mmcv']:
         env['mmcv ops'] = _mmcv_ops()
     env['mmbcn'] = __version__
     env['tested stack'] = tested_stack(versions)
+    problems = openmmlab_family.version_problems()
+    if problems:
+        env['outside the tested versions'] = '; '.join(problems)
     env['BCN backend'] = bcn_backend()
     for state in patch_states():
         reason = f': {state.reason}' if state.reason else ''

@@ -25,18 +25,25 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-__all__ = ['TESTED_STACKS', 'TRITON_CHECKED', 'is_compiling',
+__all__ = ['TESTED_STACKS', 'TRITON_CHECKED', 'disable_compilation', 'is_compiling',
            'is_exporting', 'load_accepts_mmap', 'onnx_export_options', 'safe_globals_take_names',
            'triton_problem', 'weights_only_disabled_by_user']
 
-# The stacks CI runs (tools/constraints.txt, tools/stacks/*.txt; a test checks they agree).
+# The stacks CI runs (tools/constraints.txt, tools/stacks/*.txt; a test checks they agree):
+# Python, torch, numpy and the OpenMMLab family (mmbcn.openmmlab_family) with each package's
+# version, named by upstream's distribution names (the onedl family installs them as
+# onedl-mmcv, onedl-mmsegmentation, ...).
 TESTED_STACKS: Dict[str, Dict[str, str]] = {
-    'torch2.1 (oldest)': dict(python='3.10', torch='2.1.2', numpy='1.26.4', mmengine='0.10.3',
-                              mmcv='2.1.0', mmpretrain='1.2.0'),
-    'main': dict(python='3.11', torch='2.13.0', numpy='2.4.6', mmengine='0.10.7', mmcv='2.1.0',
-                 mmdet='3.3.0', mmsegmentation='1.2.2', mmpretrain='1.2.0', triton='3.5.1'),
-    'torch2.15 (newest)': dict(python='3.12', torch='2.15.0', numpy='2.4.6', mmengine='0.10.7',
-                               mmcv='2.1.0', mmpretrain='1.2.0'),
+    'torch2.1 (oldest)': dict(python='3.10', torch='2.1.2', numpy='1.26.4', family='upstream',
+                              mmengine='0.10.3', mmcv='2.1.0', mmpretrain='1.2.0'),
+    'main': dict(python='3.11', torch='2.13.0', numpy='2.4.6', family='upstream',
+                 mmengine='0.10.7', mmcv='2.1.0', mmdet='3.3.0', mmsegmentation='1.2.2',
+                 mmpretrain='1.2.0', triton='3.5.1'),
+    'torch2.15 (newest)': dict(python='3.12', torch='2.15.0', numpy='2.4.6', family='upstream',
+                               mmengine='0.10.7', mmcv='2.1.0', mmpretrain='1.2.0'),
+    'onedl': dict(python='3.11', torch='2.13.0', numpy='2.4.6', family='onedl',
+                  mmengine='0.10.12', mmcv='2.3.6', mmdet='3.5.1', mmsegmentation='1.4.2',
+                  mmpretrain='1.3.6'),
 }
 
 # The oldest Triton the kernels in mmbcn/ops/triton_kernels.py were checked with (their tests run
@@ -109,3 +116,13 @@ def triton_problem() -> Optional[str]:
         return (f'Triton {triton.__version__} is older than the {TRITON_CHECKED[0]}.'
                 f'{TRITON_CHECKED[1]} the kernels were checked with')
     return None
+
+
+def disable_compilation(fn):
+    """``fn`` run eagerly when called from code Dynamo compiles (``torch.compiler.disable``; torch
+    2.1 has it as ``torch._dynamo.disable``): the compiled graph ends before the call."""
+    compiler = getattr(torch, 'compiler', None)
+    if compiler is not None and hasattr(compiler, 'disable'):
+        return compiler.disable(fn)
+    from torch import _dynamo
+    return _dynamo.disable(fn)

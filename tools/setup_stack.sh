@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Creates .venv-STACK with one of the other supported stacks (tools/stacks/STACK.txt): the
-# oldest (torch2.1) and the newest (torch2.15) ends of the range pyproject.toml declares.
+# Creates .venv-STACK with one of the other tested stacks (tools/stacks/STACK.txt): the oldest
+# (torch2.1) and the newest (torch2.15) ends of the torch range pyproject.toml declares, with
+# upstream OpenMMLab, and the onedl fork family (onedl) on the main stack's torch.
 #
 #   bash tools/setup_stack.sh torch2.1
 #
-# The file's `# python: X.Y` line picks the interpreter; the rest are pip constraints. mmcv is
-# built *without* its compiled ops (`MMCV_WITH_OPS=0`, about a minute instead of 20): the
-# stacks' test subset (tools/test_stacks.sh) needs mmcv.cnn and mmcv.transforms, not mmcv.ops,
-# which mmdet's and mmseg's models import, so mmdet and mmseg are installed (the install check
-# below needs them) but not imported there. The wheel is built once per stack into
-# $MMBCN_WHEELHOUSE/STACK and reused.
+# The file's `# python: X.Y` line picks the interpreter, `# family: upstream|onedl` the OpenMMLab
+# family (mmbcn.openmmlab_family; upstream when absent) and `# mmcv ops: yes|no` whether mmcv is
+# built with its compiled ops; the rest are pip constraints. Upstream mmcv is built *without* its
+# ops (`MMCV_WITH_OPS=0`, about a minute instead of 20): the stacks' test subset
+# (tools/test_stacks.sh) needs mmcv.cnn and mmcv.transforms, not mmcv.ops, which mmdet's and
+# mmseg's models import, so mmdet and mmseg are installed (the install check below needs them)
+# but not imported there. onedl-mmcv is built with its ops (its setup.py builds them whenever
+# torch imports), and the onedl stack also runs the tests marked mmcv_ops. The wheel is built
+# once per stack into $MMBCN_WHEELHOUSE/STACK and reused.
 #
-# The last step checks what a user with this torch gets from `pip install -e '.[tests]'`
-# *without* any constraint: pip's dry run must keep the stack's torch (mmbcn pins no
-# torch-bound package).
+# The last step checks what a user with this stack gets from `pip install -e '.[tests,FAMILY]'`
+# *without* any constraint: pip's dry run must keep the stack's torch and every OpenMMLab
+# package of either family (mmbcn requires none of them; its family extra accepts the stack's).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,7 +27,16 @@ CONSTRAINTS=tools/stacks/$STACK.txt
 VENV=.venv-$STACK
 WHEELHOUSE=${MMBCN_WHEELHOUSE:-$HOME/.cache/mmbcn/wheels}/$STACK
 PYTHON_VERSION=$(sed -n 's/^# python: *//p' "$CONSTRAINTS")
-MMCV_VERSION=$(sed -n 's/^mmcv==//p' "$CONSTRAINTS")
+FAMILY=$(sed -n 's/^# family: *//p' "$CONSTRAINTS")
+FAMILY=${FAMILY:-upstream}
+MMCV_OPS=$(sed -n 's/^# mmcv ops: *//p' "$CONSTRAINTS")
+MMCV_OPS=${MMCV_OPS:-no}
+case $FAMILY in
+    upstream) MMCV=mmcv; MMENGINE=mmengine ;;
+    onedl) MMCV=onedl-mmcv; MMENGINE=onedl-mmengine ;;
+    *) echo "unknown family '$FAMILY' in $CONSTRAINTS" >&2; exit 2 ;;
+esac
+MMCV_VERSION=$(sed -n "s/^$MMCV==//p" "$CONSTRAINTS")
 TORCH_VERSION=$(sed -n 's/^torch==//p' "$CONSTRAINTS")
 
 step() { printf '\n==> %s [%s] %s\n' "$(date -u +%T)" "$STACK" "$*"; }  # the time: CI's log shows where its minutes go
@@ -51,14 +64,23 @@ PIP=(env PIP_CONFIG_FILE=/dev/null "$PY" -m pip install --disable-pip-version-ch
      -c "$CONSTRAINTS")
 
 step "build tools, torch $TORCH_VERSION, numpy"
-"${PIP[@]}" setuptools wheel torch numpy
+"${PIP[@]}" setuptools wheel packaging torch numpy
 
-mmcv_wheel() { ls "$WHEELHOUSE"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1; }
-if [ -z "$(mmcv_wheel)" ]; then
+# A wheel's file name spells the distribution with underscores (onedl_mmcv-2.3.6-...).
+mmcv_wheel() { ls "$WHEELHOUSE"/"${MMCV//-/_}"-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1; }
+if [ -z "$(mmcv_wheel)" ] && [ "$MMCV_OPS" = yes ]; then
+    step "building $MMCV $MMCV_VERSION with its ops into $WHEELHOUSE (once)"
+    mkdir -p "$WHEELHOUSE"
+    # --no-build-isolation: the build imports the stack's torch, against which the ops are built.
+    MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} env PIP_CONFIG_FILE=/dev/null "$PY" -m pip \
+        wheel --no-deps --no-build-isolation --no-binary "$MMCV" -c "$CONSTRAINTS" \
+        -w "$WHEELHOUSE" "$MMCV==$MMCV_VERSION"
+elif [ -z "$(mmcv_wheel)" ]; then
+    [ "$FAMILY" = upstream ] || { echo "an ops-less build is set up for upstream mmcv only" >&2; exit 2; }
     step "building mmcv $MMCV_VERSION without ops into $WHEELHOUSE (once)"
     # mmcv's setup.py names an ops-less build 'mmcv-lite', which does not satisfy the 'mmcv'
-    # that mmbcn, mmdet, mmseg and mmpretrain require: the build keeps the name 'mmcv' (one
-    # edit of the unpacked sdist's setup.py; the package's code is untouched).
+    # that mmdet, mmseg and mmpretrain (and mmbcn's upstream extra) require: the build keeps the
+    # name 'mmcv' (one edit of the unpacked sdist's setup.py; the package's code is untouched).
     source=$(mktemp -d)
     MMCV_WITH_OPS=1 env PIP_CONFIG_FILE=/dev/null "$PY" -m pip download --no-deps \
         --no-binary mmcv --no-build-isolation -d "$source" "mmcv==$MMCV_VERSION"
@@ -70,24 +92,39 @@ if [ -z "$(mmcv_wheel)" ]; then
     rm -rf "$source"
 fi
 
-step "OpenMMLab stack and mmbcn (editable) with its test tools"
-"${PIP[@]}" "$(mmcv_wheel)" mmengine torchvision
-"${PIP[@]}" --no-build-isolation -e ".[tests]"
+step "OpenMMLab stack ($FAMILY) and mmbcn (editable) with its test tools"
+"${PIP[@]}" "$(mmcv_wheel)" "$MMENGINE" torchvision
+# The family's extra installs its toolboxes (mmdet, mmseg, mmpretrain) at the stack's versions.
+"${PIP[@]}" --no-build-isolation -e ".[tests,$FAMILY]"
 
 step "checking the stack"
 "$PY" -m pip check
-"$PY" - <<'PY'
+MMBCN_STACK_OPS=$MMCV_OPS "$PY" - <<'PY'
+import os
+
 import mmcv, mmengine, numpy, torch
 import mmbcn  # noqa: F401
-print(f'torch {torch.__version__}, numpy {numpy.__version__}, mmcv {mmcv.__version__} '
-      f'(no ops), mmengine {mmengine.__version__}')
+from mmbcn.openmmlab_family import installed_family, mmcv_ops_problem
+
+ops = mmcv_ops_problem()
+wanted = os.environ['MMBCN_STACK_OPS'] == 'yes'
+assert (ops is None) == wanted, f'mmcv ops: {ops or "available"}, the stack file says {wanted}'
+if wanted:
+    import mmdet, mmpretrain, mmseg  # noqa: F401  (they import mmcv.ops)
+print(f'{installed_family()} family: torch {torch.__version__}, numpy {numpy.__version__}, '
+      f'mmcv {mmcv.__version__} ({"with" if wanted else "no"} ops), '
+      f'mmengine {mmengine.__version__}')
 PY
 
-step "pip install -e '.[tests]' without constraints keeps torch $TORCH_VERSION"
+step "pip install -e '.[tests,$FAMILY]' without constraints keeps torch $TORCH_VERSION and OpenMMLab"
 report=$(env PIP_CONFIG_FILE=/dev/null "$PY" -m pip install --disable-pip-version-check \
-    --dry-run --no-build-isolation -e ".[tests]" 2>&1)
-if grep -E '^Would install .*\btorch-[0-9]' <<<"$report"; then
-    echo "error: installing mmbcn would replace torch $TORCH_VERSION" >&2
+    --dry-run --no-build-isolation -e ".[tests,$FAMILY]" 2>&1)
+# torch, and each OpenMMLab distribution of either family (mmbcn.openmmlab_family.FAMILIES).
+KEPT='torch|mmengine|mmcv|mmcv[-_]lite|mmdet|mmsegmentation|mmpretrain|onedl[-_][a-z0-9_-]+'
+if planned=$(grep -E '^Would install' <<<"$report" | tr ' ' '\n' |
+             grep -Ei "^($KEPT)-[0-9]"); then
+    echo "error: installing mmbcn would replace: $planned" >&2
+    echo "$report" >&2
     exit 1
 fi
-echo "torch $TORCH_VERSION kept"
+echo "torch $TORCH_VERSION and the $FAMILY family's packages kept"
