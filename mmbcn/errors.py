@@ -5,6 +5,7 @@ from .checkpoints import CheckpointRefusedError
 from .convert.authors import CheckpointLayoutError
 from .datasets.class_folders import ClassFolderError
 from .layers.bcn import GroupCountMismatchError
+from .ops.recompute import CheckpointReplayError
 from .patches.errors import (
                              EfficientConvBNEvalError,
                              PreciseBNError,
@@ -13,6 +14,7 @@ from .patches.errors import (
 )
 from .study.errors import StudyInputError
 
-__all__ = ['CheckpointLayoutError', 'CheckpointRefusedError', 'ClassFolderError',
+__all__ = ['CheckpointLayoutError', 'CheckpointRefusedError', 'CheckpointReplayError',
+           'ClassFolderError',
            'EfficientConvBNEvalError', 'GroupCountMismatchError', 'PreciseBNError',
            'ReparameterizationError', 'StudyInputError', 'UnpatchedUpstreamError']

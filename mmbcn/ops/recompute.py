@@ -24,9 +24,11 @@ So each call has a :class:`Phase`, from the autograd state it runs in (:func:`ph
   that Dynamo traces).
 
 The two questions asked of torch's autograd state (:func:`in_backward_pass`,
-:func:`saved_tensor_hooks_active`) are private torch API, present from torch 2.1 (whose
-non-reentrant checkpoint asks the first itself) to 2.15; where one is missing, a checkpointed
-BCN training call is refused (:class:`CheckpointReplayError`) rather than run wrong.
+:func:`saved_tensor_hooks_active`) are private torch API. The first is there from torch 2.1
+(whose non-reentrant checkpoint asks it itself) to 2.15; without it a recompute is refused
+(:class:`CheckpointReplayError`) rather than run wrong. torch 2.1 cannot answer the second
+(:func:`can_see_saved_tensor_hooks`): there every training call with gradients is recorded
+too, an O(C) record that the next ones push out (:attr:`ForwardRecords.limit`).
 """
 
 import enum
@@ -35,7 +37,8 @@ from typing import List, NamedTuple, Optional
 import torch
 
 __all__ = ['CheckpointReplayError', 'ForwardRecord', 'ForwardRecords', 'Phase',
-           'in_backward_pass', 'phase_of_call', 'saved_tensor_hooks_active']
+           'can_see_saved_tensor_hooks', 'in_backward_pass', 'phase_of_call',
+           'saved_tensor_hooks_active']
 
 # Two recomputed local sums that differ by less than this, relative to their largest entry,
 # are taken as the same call's (a GPU recompute can round differently; a different input differs
@@ -70,13 +73,17 @@ def in_backward_pass() -> bool:
     return graph_task_id() != -1
 
 
+def can_see_saved_tensor_hooks() -> bool:
+    """Whether this torch tells if saved-tensor hooks are installed (not torch 2.1)."""
+    return _autograd_question('_top_saved_tensors_default_hooks') is not None
+
+
 def saved_tensor_hooks_active() -> bool:
     """Whether saved-tensor hooks are installed (a non-reentrant checkpoint's first run, or
-    ``torch.autograd.graph.save_on_cpu``)."""
-    top_hooks = _autograd_question('_top_saved_tensors_default_hooks')
-    if top_hooks is None:
-        return True  # cannot tell: record (a record that is never replayed costs O(C))
-    return top_hooks(False) is not None
+    ``torch.autograd.graph.save_on_cpu``); True where torch cannot tell."""
+    if not can_see_saved_tensor_hooks():
+        return True  # record: a record that is never replayed costs O(C)
+    return _autograd_question('_top_saved_tensors_default_hooks')(False) is not None
 
 
 def phase_of_call(training: bool, compiling: bool) -> Phase:

@@ -173,7 +173,9 @@ def affine_over_standardized(x: torch.Tensor, standardized: StandardizedRows,
     rows = _as_rows(standardized.values)
     _row_affine(rows, scale, coeff_c, torch.zeros_like(coeff_c), out=rows)
     constant = torch.isinf(standardized.rstd).reshape(-1)
-    if constant.any():
+    if is_compiling():  # Dynamo cannot trace the branch below inside an autograd Function
+        rows[0] = torch.where(constant[:, None], coeff_c.reshape(-1, 1).to(rows.dtype), rows[0])
+    elif constant.any():
         rows[0, constant] = coeff_c.reshape(-1, 1)[constant]
     return standardized.values.to(x.dtype)
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mmbcn import BatchChannelNorm2d, WSConv2d
-from mmbcn.ops.recompute import CheckpointReplayError, ForwardRecords
+from mmbcn.ops.recompute import CheckpointReplayError, ForwardRecords, can_see_saved_tensor_hooks
 
 MODES = {'micro-batch': dict(estimate=True), 'large-batch': dict(estimate=False)}
 CHECKPOINTS = {'reentrant': True, 'non-reentrant': False}
@@ -170,9 +170,13 @@ def test_records_keep_at_most_the_limit_and_copies_start_empty():
 
 
 def test_plain_training_keeps_no_record():
+    """None where torch tells a non-reentrant checkpoint's first run from a plain call; torch
+    2.1 cannot, and the one record is pushed out by later ones."""
     layer = BatchChannelNorm2d(8, num_groups=4, estimate=True)
-    layer(torch.randn(1, 8, 2, 2, requires_grad=True)).sum().backward()
-    assert len(layer.checkpoint_records) == 0
+    for _ in range(ForwardRecords.limit + 1):
+        layer(torch.randn(1, 8, 2, 2, requires_grad=True)).sum().backward()
+    expected = 0 if can_see_saved_tensor_hooks() else ForwardRecords.limit
+    assert len(layer.checkpoint_records) == expected
 
 
 # Distributed: each rank holds one image; the statistics are the global batch's (sync_stats).
