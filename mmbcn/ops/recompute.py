@@ -62,28 +62,31 @@ def _autograd_question(name: str):
     return getattr(torch._C, name, None) or getattr(torch._C._autograd, name, None)
 
 
+_graph_task_id = _autograd_question('_current_graph_task_id')
+_top_saved_tensors_hooks = _autograd_question('_top_saved_tensors_default_hooks')
+
+
 def in_backward_pass() -> bool:
     """Whether the autograd engine is running a backward pass in this thread."""
-    graph_task_id = _autograd_question('_current_graph_task_id')
-    if graph_task_id is None:
+    if _graph_task_id is None:
         raise CheckpointReplayError(
             'this torch has no torch._C._current_graph_task_id: BCN cannot tell a checkpoint '
             "recompute from a forward. Train BCN without activation checkpointing (with_cp=False) "
             'or with torch 2.1 or newer.')
-    return graph_task_id() != -1
+    return _graph_task_id() != -1
 
 
 def can_see_saved_tensor_hooks() -> bool:
     """Whether this torch tells if saved-tensor hooks are installed (not torch 2.1)."""
-    return _autograd_question('_top_saved_tensors_default_hooks') is not None
+    return _top_saved_tensors_hooks is not None
 
 
 def saved_tensor_hooks_active() -> bool:
     """Whether saved-tensor hooks are installed (a non-reentrant checkpoint's first run, or
     ``torch.autograd.graph.save_on_cpu``); True where torch cannot tell."""
-    if not can_see_saved_tensor_hooks():
+    if _top_saved_tensors_hooks is None:
         return True  # record: a record that is never replayed costs O(C)
-    return _autograd_question('_top_saved_tensors_default_hooks')(False) is not None
+    return _top_saved_tensors_hooks(False) is not None
 
 
 def phase_of_call(training: bool, compiling: bool) -> Phase:
