@@ -137,6 +137,7 @@ class ForwardRecords:
     comes (no loss through it) leaves its record behind.
     """
 
+    #: The most records a layer keeps; the oldest go first.
     limit = 8
 
     def __init__(self):
