@@ -50,7 +50,10 @@ def test_one_norm_cfg_serves_every_width_with_at_most_rule(name):
     norms = [m for m in model.modules() if isinstance(m, BatchChannelNorm2d)]
     widths = {m.num_features for m in norms}
     assert norms and any(c % 32 for c in widths)  # some layer needed the rule
-    assert all(m.num_features % m.num_groups == 0 and m.num_groups <= 32 for m in norms)
+    for m in norms:  # G: the largest divisor of C not above 32
+        assert m.num_features % m.num_groups == 0 and m.num_groups <= 32
+        assert not any(m.num_features % g == 0 for g in range(m.num_groups + 1, 33)), (
+            m.num_features, m.num_groups)
     model.train()
     x = torch.randn(2, 3, 64, 64)
     loss = sum(out.float().square().mean() for out in head_outputs(name, model, x))

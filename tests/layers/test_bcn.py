@@ -266,7 +266,7 @@ def test_unknown_option_is_a_clear_error():
         BatchChannelNorm2d(8, num_grups=2)
 
 
-def test_torch_compile_gives_the_eager_result():
+def test_torch_compile_gives_the_eager_result_in_training_and_eval():
     # MMEngine's `compile=True` wraps the model in torch.compile; 'aot_eager' traces it as the
     # default backend does, without needing a C++ compiler on the test machine.
     torch.manual_seed(0)
@@ -278,10 +278,14 @@ def test_torch_compile_gives_the_eager_result():
     expected_grad = model[0].weight.grad.clone()
     model.zero_grad()
     torch._dynamo.reset()
-    out = torch.compile(model, backend='aot_eager')(x)
+    compiled = torch.compile(model, backend='aot_eager')
+    out = compiled(x)
     out.sum().backward()
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(model[0].weight.grad, expected_grad)
+    model.eval()  # eval mode: BCN's graph form, with the statistics the training steps left
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x))
 
 
 @pytest.mark.parametrize('mode', MODES)

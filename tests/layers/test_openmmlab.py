@@ -20,13 +20,15 @@ def in_scope(scope):
         import mmdet.models  # noqa: F401  (fills the mmdet registry)
     elif scope == 'mmseg':
         import mmseg.models  # noqa: F401
+    elif scope == 'mmpretrain':
+        import mmpretrain.models  # noqa: F401
     if scope is None:
         return DefaultScope.overwrite_default_scope(None)
     DefaultScope.get_instance(f'test-{scope}', scope_name=scope)
     return DefaultScope.overwrite_default_scope(scope)
 
 
-@pytest.mark.parametrize('scope', [None, 'mmdet', 'mmseg'])
+@pytest.mark.parametrize('scope', [None, 'mmdet', 'mmseg', 'mmpretrain'])
 def test_build_by_string_in_every_scope(scope):
     with in_scope(scope):
         name, layer = build_norm_layer(BCN_CFG, 32, postfix=1)
@@ -48,11 +50,23 @@ def count(model, cls):
     return sum(isinstance(m, cls) for m in model.modules())
 
 
-def forward_backward(model, x):
-    outputs = model(x)
-    loss = sum(out.float().square().mean() for out in outputs)
-    loss.backward()
-    return outputs
+def loss_of(outputs):
+    return sum(out.float().square().mean() for out in outputs)
+
+
+def train_steps(model, x, steps=3):
+    """``steps`` SGD steps on a fixed batch; the outputs of the first forward and each loss."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    losses, first_outputs = [], None
+    for _ in range(steps):
+        optimizer.zero_grad()
+        outputs = model(x)
+        loss = loss_of(outputs)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+        first_outputs = first_outputs or outputs
+    return first_outputs, losses
 
 
 def test_mmdet_resnet50_with_bcn_and_ws_trains():
@@ -64,10 +78,11 @@ def test_mmdet_resnet50_with_bcn_and_ws_trains():
     assert count(model, nn.BatchNorm2d) == 0
     assert 'layer1.0.bn2.group_weight' in model.state_dict()
     model.train()
-    outputs = forward_backward(model, torch.randn(2, 3, 64, 64))
+    outputs, losses = train_steps(model, torch.randn(2, 3, 64, 64))
     assert [o.shape[1] for o in outputs] == [256, 512, 1024, 2048]
     assert model.layer4[2].bn3.group_weight.grad is not None
     assert model.conv1.weight.grad.abs().sum() > 0
+    assert losses[-1] < losses[0], losses  # the steps lower the loss on the batch
 
 
 def test_mmseg_resnetv1c_with_bcn_and_ws_trains_in_micro_batch_mode():
@@ -79,9 +94,11 @@ def test_mmseg_resnetv1c_with_bcn_and_ws_trains_in_micro_batch_mode():
     # the deep stem has 3 convs + 3 norms
     assert count(model, BatchChannelNorm2d) == 55 and count(model, WSConv2d) == 55
     model.train()
-    outputs = forward_backward(model, torch.randn(1, 3, 64, 64))  # one image per GPU
+    outputs, losses = train_steps(model, torch.randn(1, 3, 64, 64))  # one image per GPU
     assert all(torch.isfinite(o).all() for o in outputs)
     assert model.stem[1].running_mean.abs().sum() > 0  # the estimates moved
+    assert int(model.stem[1].num_batches_tracked) == 3
+    assert losses[-1] < losses[0], losses
 
 
 def test_norm_eval_freezes_bcn_batch_statistics():
@@ -92,7 +109,7 @@ def test_norm_eval_freezes_bcn_batch_statistics():
     bcn_layers = [m for m in model.modules() if isinstance(m, BatchChannelNorm2d)]
     assert bcn_layers and all(not m.training for m in bcn_layers)
     before = [m.running_mean.clone() for m in bcn_layers]
-    forward_backward(model, torch.randn(2, 3, 32, 32))
+    train_steps(model, torch.randn(2, 3, 32, 32), steps=1)
     assert all(torch.equal(m.running_mean, b) for m, b in zip(bcn_layers, before, strict=True))
     assert bcn_layers[0].group_weight.grad is not None  # the affine parameters still train
 

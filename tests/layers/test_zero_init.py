@@ -59,13 +59,17 @@ def test_zero_init_residual_zeroes_the_channel_stage_weight(scope, depth):
 
 @pytest.mark.parametrize('depth', [18, 50])
 def test_first_step_gradient_is_that_of_the_authors_init(depth):
-    ours = first_step_gradient_norm(build_resnet('mmdet', depth))
+    ours_model = build_resnet('mmdet', depth)
     authors = build_resnet('mmdet', depth, zero_init_residual=False)
     with torch.no_grad():  # the authors' zero-init: each branch's last channel-stage weight
         for norm in last_norms(authors):
             norm.group_weight.zero_()
+    expected = authors.state_dict()
+    for name, value in ours_model.state_dict().items():  # the same weights, the same seed
+        assert torch.equal(value, expected[name]), name
+    ours = first_step_gradient_norm(ours_model)
     reference = first_step_gradient_norm(authors)
-    assert 0.5 < ours / reference < 2.0
+    assert ours == pytest.approx(reference, rel=1e-6)
     # What a plain Constant(0) of the batch stage gave (the channel stage dividing a constant
     # by sqrt(eps)): far off, so this test can tell the two apart.
     batch_zeroed = build_resnet('mmdet', depth, zero_init_residual=False)
