@@ -15,10 +15,10 @@ $(STAMP): tools/setup_env.sh tools/constraints.txt pyproject.toml
 lint: setup
 	$(PYTHON) -m ruff check mmbcn tools tests configs benchmarks setup.py
 
-# The whole suite on the main stack, then the oldest and the newest supported stacks (each in
-# its own .venv-STACK, made once: tools/setup_stack.sh) with the subset tools/test_stacks.sh
-# names.
-STACKS := torch2.1 torch2.15
+# The whole suite on the main stack, then the oldest and the newest supported torch (upstream
+# OpenMMLab) and the onedl family (each in its own .venv-STACK, made once: tools/setup_stack.sh)
+# with the subset tools/test_stacks.sh names.
+STACKS := torch2.1 torch2.15 onedl
 
 test: setup lint docs
 	@date -u +'%n==> %T the whole suite on the main stack'

@@ -37,8 +37,9 @@ NEEDS = [
     (r'^make setup$', 'installs the environment (about 20 minutes the first time); CI runs it '
                       'through make test'),
     (r'^make test$', 'the whole test suite: CI runs exactly this'),
-    (r'^make test-torch', 'builds an environment with another torch (tools/setup_stack.sh, '
-                          'minutes) and runs the stacks\' subset of the tests there'),
+    (r'^make test-(torch|onedl)', 'builds an environment with another stack '
+                                  '(tools/setup_stack.sh, minutes) and runs the stacks\' subset '
+                                  'of the tests there'),
     (r'^make demo$|tools/demo\.py', 'about 4 minutes of CPU; tests/toolbox/test_entry_points.py '
                                     'trains the three demo configs for a few iterations'),
     (r'^make study', '11-14 minutes of CPU; tests/study/test_norm_study.py runs the study tool '
