@@ -170,12 +170,14 @@ def affine_over_standardized(x: torch.Tensor, standardized: StandardizedRows,
     tensor. Constant rows, whose z is NaN (0 * inf), are C.
     """
     scale = coeff_a / standardized.rstd
+    if is_compiling():  # Dynamo: out of place and without a data-dependent branch
+        constant = torch.isinf(standardized.rstd)
+        out = standardized.values * _broadcast(x, scale) + _broadcast(x, coeff_c)
+        return torch.where(_broadcast(x, constant), _broadcast(x, coeff_c), out).to(x.dtype)
     rows = _as_rows(standardized.values)
     _row_affine(rows, scale, coeff_c, torch.zeros_like(coeff_c), out=rows)
     constant = torch.isinf(standardized.rstd).reshape(-1)
-    if is_compiling():  # Dynamo cannot trace the branch below inside an autograd Function
-        rows[0] = torch.where(constant[:, None], coeff_c.reshape(-1, 1).to(rows.dtype), rows[0])
-    elif constant.any():
+    if constant.any():
         rows[0, constant] = coeff_c.reshape(-1, 1)[constant]
     return standardized.values.to(x.dtype)
 
