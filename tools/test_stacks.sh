@@ -14,7 +14,9 @@
 #
 # On a stack with mmcv's ops (`# mmcv ops: yes`: the onedl family), the tests marked mmcv_ops
 # run too, with what differs between the families (OPS_TESTS: every config loads and builds,
-# `pkg::` bases, the family checks), and the whole demo, each part of which must learn.
+# `pkg::` bases), and the whole demo, each part of which must learn. Its torch and Python are
+# the main stack's (tests/tools/test_stacks.py checks it), whose whole suite runs the tests of
+# what only torch decides (TORCH_ONLY): those are left out there, two minutes of CI.
 #
 #   bash tools/test_stacks.sh torch2.1 [pytest options]
 set -euo pipefail
@@ -22,10 +24,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STACK=${1:?usage: tools/test_stacks.sh STACK [pytest options]}
 shift
-SUBSET=(
+# The layer's maths, its distributed statistics and its kernels, and torch features.
+TORCH_ONLY=(
     tests/layers/test_bcn.py tests/layers/test_conv_ws.py tests/layers/test_estimates.py
     tests/layers/test_distributed.py
     tests/ops
+    tests/toolbox/test_training_modes.py::test_autocast_bfloat16_normalizes_in_float32
+    tests/toolbox/test_training_modes.py::test_compiled_model_equals_the_eager_run
+)
+SUBSET=(
+    "${TORCH_ONLY[@]}"
     tests/toolbox/test_checkpoints.py tests/toolbox/test_patches.py
     tests/toolbox/test_install_twice.py tests/toolbox/test_norm_conversions.py
     tests/toolbox/test_openmmlab_family.py
@@ -33,11 +41,9 @@ SUBSET=(
     tests/analysis/test_measures.py
     tests/engine/test_hook.py
     # training modes that differ between torch versions (the rest need mmcv's ops or no torch
-    # feature): checkpointing through MMEngine and mmpretrain, autocast, compile
+    # feature): checkpointing through MMEngine and mmpretrain (autocast and compile: TORCH_ONLY)
     tests/toolbox/test_training_modes.py::test_with_cp_equals_the_plain_run_mmpretrain
     tests/toolbox/test_training_modes.py::test_mmengine_activation_checkpointing_equals_the_plain_run
-    tests/toolbox/test_training_modes.py::test_autocast_bfloat16_normalizes_in_float32
-    tests/toolbox/test_training_modes.py::test_compiled_model_equals_the_eager_run
     tests/pretrain/test_imagenet_configs.py
     tests/pretrain/test_torchvision_compat.py::test_mmpretrain_imports_after_mmbcn_and_missing_ops_are_refused_not_faked
 )
@@ -46,7 +52,7 @@ PY=".venv-$STACK/bin/python"
 WORK_DIR=work_dirs/demo-$STACK
 if [ "$(sed -n 's/^# mmcv ops: *//p' "tools/stacks/$STACK.txt")" = yes ]; then
     printf '\n==> %s [%s] the test subset with the tests marked mmcv_ops\n' "$(date -u +%T)" "$STACK"
-    "$PY" -m pytest "${SUBSET[@]}" "${OPS_TESTS[@]}" "$@"
+    "$PY" -m pytest "${SUBSET[@]:${#TORCH_ONLY[@]}}" "${OPS_TESTS[@]}" "$@"
     DEMO=()
 else
     printf '\n==> %s [%s] the test subset\n' "$(date -u +%T)" "$STACK"

@@ -52,3 +52,17 @@ def test_only_stacks_of_the_onedl_family_build_mmcv_with_ops_through_setup_stack
             _, header = pins(path)
             ops = header.get('mmcv ops', 'no')
             assert ops == ('yes' if header.get('family') == 'onedl' else 'no'), name
+
+
+def test_a_stack_that_leaves_out_the_torch_only_tests_has_the_main_stacks_torch():
+    """tools/test_stacks.sh leaves the tests of what only torch decides (TORCH_ONLY) out on a
+    stack with mmcv's ops, because the main stack's whole suite runs them on the same torch and
+    Python."""
+    script = open(osp.join(ROOT, 'tools', 'test_stacks.sh')).read()
+    assert '"${SUBSET[@]:${#TORCH_ONLY[@]}}"' in script
+    assert re.search(r'^SUBSET=\(\n    "\$\{TORCH_ONLY\[@\]\}"\n', script, re.M)
+    main = TESTED_STACKS['main']
+    for name, path in FILES.items():
+        if 'stacks' in path and pins(path)[1].get('mmcv ops') == 'yes':
+            stack = TESTED_STACKS[name]
+            assert (stack['torch'], stack['python']) == (main['torch'], main['python']), name
