@@ -64,8 +64,8 @@ FAMILIES: Dict[str, Family] = {
         tested={'mmengine': '>=0.10.3,<0.11', 'mmcv': '>=2.1.0,<2.2.0', 'mmdet': '>=3.3,<3.4',
                 'mmseg': '>=1.2,<1.3', 'mmpretrain': '>=1.2,<1.3'},
         install=('pip install "mmengine>=0.10.3,<0.11" && MMCV_WITH_OPS=1 pip install '
-                 '--no-build-isolation "mmcv>=2.1.0,<2.2.0"  (or, for torch 2.0/2.1: '
-                 'mim install -r requirements/mminstall.txt)'),
+                 '--no-build-isolation "mmcv>=2.1.0,<2.2.0" (on torch 2.0 or 2.1, '
+                 '`mim install "mmcv>=2.1.0,<2.2.0"` takes a prebuilt mmcv)'),
         extra='upstream'),
     'onedl': Family(
         'onedl',
@@ -127,14 +127,25 @@ def installed_family() -> str:
     return 'mixed: ' + ', '.join(f'{module} {name}' for module, name in families.items())
 
 
-def _family_for_advice() -> Family:
-    """The family to name in an install command: the one that provides any of the modules,
-    else ``onedl`` (the one that installs on a current torch)."""
+def _family_found() -> Optional[Family]:
+    """The family that provides any of :data:`MODULES`, or None."""
     for module in MODULES:
         name = family_of(module)
         if name is not None:
             return FAMILIES[name]
-    return FAMILIES['onedl']
+    return None
+
+
+def _install_advice() -> str:
+    """How to install MMEngine and mmcv: the found family's command, else both families'."""
+    family = _family_found()
+    if family is not None:
+        return (f'Install them from the {family.name} family, which the rest of your OpenMMLab '
+                f'is from: {family.install}; or pip install "mmbcn[{family.extra}]".')
+    onedl, upstream = FAMILIES['onedl'], FAMILIES['upstream']
+    return (f'Install one family. For torch 2.4 and newer, the onedl family: {onedl.install}; '
+            f'or pip install "mmbcn[{onedl.extra}]". For torch 2.1 - 2.3, upstream OpenMMLab: '
+            f'{upstream.install}; or pip install "mmbcn[{upstream.extra}]".')
 
 
 def _module_version(module: str) -> Optional[str]:
@@ -149,7 +160,7 @@ def version_problems(modules=MODULES) -> List[str]:
     range (its family: the distribution that provides it; a module no distribution provides is
     taken to be of the family of the rest)."""
     problems = []
-    default = _family_for_advice()
+    default = _family_found() or FAMILIES['upstream']
     for module in modules:
         version = _module_version(module)
         if version is None:
@@ -168,8 +179,8 @@ def version_problems(modules=MODULES) -> List[str]:
 
 def check_core() -> None:
     """What ``import mmbcn`` checks: MMEngine and mmcv import (else
-    :class:`OpenMMLabMissingError` naming the install command of the family found, or of
-    ``onedl`` when none is), and their versions lie in their family's tested range (else one
+    :class:`OpenMMLabMissingError` naming the install command of the family found, or of both
+    when none is), and their versions lie in their family's tested range (else one
     warning). mmcv's compiled ops are not asked for here (:func:`require_mmcv_ops`)."""
     missing = []
     for module in CORE:
@@ -178,13 +189,10 @@ def check_core() -> None:
         except ImportError as error:
             missing.append(f'{module} ({type(error).__name__}: {error})')
     if missing:
-        family = _family_for_advice()
         raise OpenMMLabMissingError(
             f"mmbcn needs MMEngine and mmcv, which it does not install itself (pip would "
             f"replace another family's packages of the same import names). Cannot import: "
-            f"{'; '.join(missing)}. Install the {family.name} family's (for torch >= 2.4 the "
-            f"onedl family, for torch 2.1 - 2.3 upstream OpenMMLab): {family.install}; or "
-            f"pip install \"mmbcn[{family.extra}]\".")
+            f"{'; '.join(missing)}. {_install_advice()}")
     problems = version_problems(CORE)
     if problems:
         warnings.warn('mmbcn runs outside its tested versions: ' + '; '.join(problems) +
@@ -207,7 +215,7 @@ def require_mmcv_ops(feature: str) -> None:
     problem = mmcv_ops_problem()
     if problem is None:
         return
-    family = _family_for_advice()
+    family = _family_found() or FAMILIES['onedl']
     raise OpenMMLabMissingError(
         f'{feature} needs mmcv with its compiled ops, which do not load here ({problem}). '
         f'Build mmcv with its ops against your torch ({family.name} family): '
