@@ -64,6 +64,10 @@ ln -sfn "$PWD/mmbcn" "$SITE/mmbcn"
 # Scripts that import torchvision before reading any mmbcn config (mmseg's get_flops.py) need
 # mmbcn.torchvision_compat from the interpreter's start: a .pth file in site-packages.
 "$PY" -c 'from mmbcn.torchvision_compat import write_startup_file; print(write_startup_file())'
+# Scripts that read an mmbcn config before importing mmbcn (mmseg's own tools/test.py, `mim
+# train mmseg`) resolve its `mmseg::` bases through whichever distribution provides mmseg (the
+# onedl family's differs from MMEngine's table) from the interpreter's start: another .pth file.
+"$PY" -c 'from mmbcn.patches.config_bases import write_startup_file; print(write_startup_file())'
 
 step "checking that every installed package has what it requires"
 # Every requirement of every package met at the pinned versions (a package whose own pins

@@ -96,6 +96,10 @@ step "OpenMMLab stack ($FAMILY) and mmbcn (editable) with its test tools"
 "${PIP[@]}" "$(mmcv_wheel)" "$MMENGINE" torchvision
 # The family's extra installs its toolboxes (mmdet, mmseg, mmpretrain) at the stack's versions.
 "${PIP[@]}" --no-build-isolation -e ".[tests,$FAMILY]"
+# As tools/setup_env.sh: `pkg::` config bases through whichever distribution provides the
+# module, from the interpreter's start (a .pth file in site-packages), for scripts that read an
+# mmbcn config before importing mmbcn.
+"$PY" -c 'from mmbcn.patches.config_bases import write_startup_file; print(write_startup_file())'
 
 step "checking the stack"
 "$PY" -m pip check

@@ -12,7 +12,7 @@ from mmengine.logging import HistoryBuffer
 
 from .. import checkpoints, compat, torchvision_compat
 from . import bcn_and_ws as replace
-from . import families
+from . import config_bases, families
 from .mechanism import FunctionPatch, RegistrationPatch
 
 __all__ = ['AFTER_IMPORT', 'PATCHES']
@@ -85,10 +85,10 @@ PATCHES = (
         absent="upstream MMEngine's loaders call torch.load, weights-only by default on "
                'torch >= 2.6, with no fallback'),
     FunctionPatch(
-        'mmengine', 'mmengine.config.utils:_get_package_and_cfg_path', MMENGINE,
+        'mmengine', config_bases.TARGET, MMENGINE,
         "a 'pkg::' base config is found through whichever distribution provides the module "
         "pkg (onedl-mmsegmentation for mmseg::), not only the one MMEngine's table names",
-        parameters=('cfg_path',), replace=families.mmengine_package_and_cfg_path,
+        parameters=('cfg_path',), replace=config_bases.package_and_cfg_path,
         also_at=('mmengine.config.config:_get_package_and_cfg_path',
                  'mmengine.hub.hub:_get_package_and_cfg_path')),
     FunctionPatch(

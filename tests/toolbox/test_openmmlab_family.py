@@ -6,6 +6,7 @@ the onedl MMEngine's checkpoint fallback closed (mmbcn.openmmlab_family, mmbcn.p
 import os
 import os.path as osp
 import re
+import site
 import subprocess
 import sys
 import textwrap
@@ -26,6 +27,7 @@ from mmbcn.openmmlab_family import (
     mmcv_ops_problem,
     require_mmcv_ops,
 )
+from mmbcn.patches import config_bases
 
 try:
     import tomllib
@@ -188,9 +190,35 @@ def test_a_pkg_base_config_resolves_through_the_distribution_that_provides_it(
     env = dict(os.environ, PYTHONPATH=str(site))
     result = run(code, env)
     assert result.stdout.split() == ['FromTheToolbox', '50'], result.stderr[-2000:]
-    # Without mmbcn's patch, MMEngine looks the distribution mmaction2 up and refuses.
-    unpatched = run(code.replace('import mmbcn', ''), env)
-    assert 'mmaction2 is not installed' in unpatched.stderr
+    # MMEngine's own function names the distribution mmaction2, which is not installed.
+    unpatched = run("""
+        import mmbcn
+        from mmengine.config import utils
+        from mmengine.utils import is_installed
+        package, _ = utils._get_package_and_cfg_path.__wrapped__('mmaction::base/model.py')
+        print(package, is_installed(package))
+    """, env)
+    assert unpatched.stdout.split() == ['mmaction2', 'False'], unpatched.stderr[-2000:]
+
+
+def test_a_config_read_before_mmbcn_is_imported_resolves_its_bases(tmp_path):
+    """mmseg's own tools/train.py and test.py parse a config, its _base_ included, before its
+    custom_imports import mmbcn: the startup file tools/setup_env.sh and tools/setup_stack.sh
+    write patches MMEngine from the interpreter's start, without importing mmbcn."""
+    assert any(osp.isfile(osp.join(folder, config_bases.STARTUP_FILE))
+               for folder in site.getsitepackages())
+    site_dir = tmp_path / 'site'
+    fake_toolbox(site_dir, 'mmaction', 'onedl-mmaction2')
+    config = tmp_path / 'config.py'
+    config.write_text("_base_ = 'mmaction::base/model.py'\nmodel = dict(depth=50)\n")
+    result = run(f"""
+        import sys
+        from mmengine.config import Config
+        cfg = Config.fromfile({str(config)!r})
+        print(cfg.model.type, cfg.model.depth, 'mmbcn' in sys.modules, 'torch' in sys.modules)
+    """, dict(os.environ, PYTHONPATH=str(site_dir)))
+    assert result.stdout.split() == ['FromTheToolbox', '50', 'False', 'False'], \
+        result.stdout + result.stderr[-2000:]
 
 
 def test_the_config_patch_is_applied_and_the_toolboxes_bases_load():
