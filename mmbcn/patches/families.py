@@ -12,7 +12,7 @@
 import os
 from typing import Callable, Optional
 
-from .. import checkpoints
+from ..checkpoints import load_weights_only
 
 __all__ = ['mmengine_safe_torch_load']
 
@@ -23,5 +23,5 @@ def mmengine_safe_torch_load(original: Callable) -> Callable:
             return original(file, map_location=map_location, weights_only=False)
         if isinstance(file, os.PathLike):
             file = os.fspath(file)
-        return checkpoints.load_weights_only(file, map_location)
+        return load_weights_only(file, map_location)
     return _safe_torch_load
