@@ -4,7 +4,7 @@ Its one job: ``mmbcn/.mim`` holds what OpenMMLab's tools look for in a package, 
 mmseg's do: ``configs/`` (with a ``metafile.yml`` per folder), ``tools/`` (``mim train`` and
 ``mim test`` run ``.mim/tools/train.py`` and ``test.py``) and ``model-index.yml`` (``mim search``).
 In a checkout, and so in an editable install, these are relative links to the top-level
-folders (committed); a wheel gets real copies of them instead (see ``mmbcn/config_files.py``).
+folders (committed); a wheel gets real copies of them instead (see ``mmbcn/utils/config_files.py``).
 """
 
 import os

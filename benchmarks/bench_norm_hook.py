@@ -30,9 +30,9 @@ from mmengine.runner import Runner
 from mmengine.visualization import Visualizer
 
 import mmbcn  # noqa: F401  (registers BCN, WSConv2d)
-from mmbcn.config_files import config_path
 from mmbcn.datasets import ensure_demo_data
-from mmbcn.engine.norm_statistics_hook import DEFAULT_INTERVAL, NormStatisticsHook
+from mmbcn.engine.hooks.norm_statistics_hook import DEFAULT_INTERVAL, NormStatisticsHook
+from mmbcn.utils.config_files import config_path
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = 'demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py'

@@ -4,11 +4,20 @@ Importing this package registers into MMEngine's root registries (so the ``mmdet
 ``mmseg`` and ``mmpretrain`` scopes find them too):
 
 * ``MODELS``: ``'BCN'`` / ``'BatchChannelNorm2d'`` (a norm layer) and ``'WSConv2d'`` (a conv);
-* ``HOOKS``: ``'BCNUpdateRateHook'`` and ``'NormStatisticsHook'``;
-* the other normalizations' parts (:mod:`mmbcn.models`): ``'ProxyNormAct'``,
-  ``'RevisitingBNInit'``, ``'InputNormDataPreprocessor'`` and the optimizer wrapper
-  constructor ``'RevisitingBNOptimWrapperConstructor'`` (Proxy Normalization's ResNets are
-  imported per toolbox: :mod:`mmbcn.models.backbones`).
+* ``HOOKS``: ``'BCNUpdateRateHook'`` and ``'NormStatisticsHook'`` (:mod:`mmbcn.engine.hooks`);
+* ``WEIGHT_INITIALIZERS``: ``'ResidualZeroInit'`` and ``'RevisitingBNInit'``
+  (:mod:`mmbcn.models`);
+* the other normalizations' parts: ``'ProxyNormAct'`` and ``'InputNormDataPreprocessor'``
+  (``MODELS``, :mod:`mmbcn.models`) and the optimizer wrapper constructor
+  ``'RevisitingBNOptimWrapperConstructor'`` (:mod:`mmbcn.engine.optimizers`).
+
+What ``import mmbcn`` does not register, a config that uses it imports itself
+(``custom_imports``): Proxy Normalization's ResNets, one module per toolbox
+(``mmbcn.models.backbones.mmdet_resnet``, ``.mmseg_resnet``, ``.mmpretrain_resnet``: each imports
+its toolbox), the ImageNet dataset with its class-folder check
+(``mmbcn.datasets.checked_imagenet``) and the study's pooling head
+(``mmbcn.study.pool_norm_head``). ``custom_imports=dict(imports=['mmbcn'])`` is all the other
+configs need.
 
 It needs MMEngine and mmcv of either OpenMMLab family (upstream or onedl), which it does not
 install itself: :mod:`mmbcn.openmmlab_family` checks them first and names the install command

@@ -13,8 +13,9 @@ from typing import Dict, Optional
 
 import torch
 
-from . import compat, openmmlab_family
+from . import openmmlab_family
 from .patches import patch_states
+from .utils import feature_probes
 from .version import __version__
 
 __all__ = ['bcn_backend', 'collect_env', 'tested_stack']
@@ -45,9 +46,9 @@ def installed_versions() -> Dict[str, Optional[str]]:
 
 def tested_stack(versions: Dict[str, Optional[str]]) -> str:
     """The name of the tested stack ``versions`` matches, else how it differs from the
-    nearest (:data:`mmbcn.compat.TESTED_STACKS`)."""
+    nearest (:data:`mmbcn.utils.feature_probes.TESTED_STACKS`)."""
     differences = {}
-    for name, stack in compat.TESTED_STACKS.items():
+    for name, stack in feature_probes.TESTED_STACKS.items():
         differs = [f'{package} {versions.get(package)} (tested: {wanted})'
                    for package, wanted in stack.items() if versions.get(package) != wanted]
         if not differs:
@@ -77,7 +78,7 @@ def bcn_backend() -> str:
     """Where BCN runs in this process, and why (see :func:`mmbcn.ops.function.choose_backend`)."""
     if not torch.cuda.is_available():
         return 'PyTorch ops (no CUDA device; the Triton kernels are for CUDA)'
-    problem = compat.triton_problem()
+    problem = feature_probes.triton_problem()
     if problem is not None:
         return f'PyTorch ops on CUDA: {problem}'
     if os.environ.get('MMBCN_TRITON', '1') == '0':

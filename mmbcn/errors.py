@@ -1,8 +1,8 @@
 """The errors mmbcn raises that a user may want to catch, in one place (each is defined beside
 the code that raises it)."""
 
-from .checkpoints import CheckpointRefusedError
-from .convert.authors import CheckpointLayoutError
+from .checkpoints.authors import CheckpointLayoutError
+from .checkpoints.weights_only import CheckpointRefusedError
 from .datasets.class_folders import ClassFolderError
 from .layers.bcn import GroupCountMismatchError
 from .ops.recompute import CheckpointReplayError

@@ -12,7 +12,7 @@ through ``init_cfg=dict(type='Pretrained', checkpoint=DST.pth, prefix='backbone.
 import argparse
 import sys
 
-from mmbcn.convert import (
+from mmbcn.checkpoints import (
     ARCHS,
     CheckpointLayoutError,
     build_bcn_ws_backbone,

@@ -1,74 +1,7 @@
-"""Deploy a trained BCN+WS model: plain convs + GroupNorm, optionally exported to ONNX.
+"""Deploy a trained BCN+WS model: ``python tools/deploy.py CONFIG CHECKPOINT --out deployed.pth
+[--onnx model.onnx]`` (see mmbcn/commands/deploy.py)."""
 
-    python tools/deploy.py CONFIG CHECKPOINT --out deployed.pth [--onnx model.onnx]
-        [--onnx-part backbone|model] [--shape 512 512]
-
-``--out`` saves the whole deployed module (``torch.load(..., weights_only=False)`` for files you
-trust). ONNX: ``model`` exports an mmseg segmentor whole (logits); ``backbone`` exports the
-backbone (+ neck for detectors: mmdet's post-processing needs mmdeploy). The export is checked
-against PyTorch with onnxruntime.
-"""
-
-import argparse
-
-import torch
-from mmengine.config import Config
-from mmengine.runner import load_checkpoint
-
-from mmbcn.config_files import config_scope
-from mmbcn.deploy import deploy_model
-from mmbcn.export import TensorForward, export_onnx, onnxruntime_max_error
-
-
-class Features(torch.nn.Module):
-    """Backbone (+ neck) of a detector or segmentor."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image):
-        return self.model.extract_feat(image)
-
-
-def build(cfg):
-    scope = config_scope(cfg)
-    from mmengine.registry import init_default_scope
-    init_default_scope(scope)
-    if scope == 'mmdet':
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    return MODELS.build(cfg.model)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
-    parser.add_argument('checkpoint')
-    parser.add_argument('--out', help='save the deployed module here')
-    parser.add_argument('--onnx', help='export to this ONNX file')
-    parser.add_argument('--onnx-part', choices=('backbone', 'model'), default='backbone')
-    parser.add_argument('--shape', type=int, nargs=2, default=(512, 512), metavar=('H', 'W'))
-    args = parser.parse_args(argv)
-    from mmbcn.commands import allow_training_checkpoints
-    allow_training_checkpoints()
-    cfg = Config.fromfile(args.config)
-    model = build(cfg)
-    load_checkpoint(model, args.checkpoint, map_location='cpu')
-    model.eval()
-    deploy_model(model)
-    if args.out:
-        torch.save(model, args.out)
-        print(f'deployed model saved to {args.out}')
-    if args.onnx:
-        part = Features(model) if args.onnx_part == 'backbone' else TensorForward(model)
-        example = torch.randn(1, 3, *args.shape)
-        export_onnx(part, example, args.onnx)
-        error = onnxruntime_max_error(args.onnx, part, example)
-        print(f'ONNX ({args.onnx_part}) written to {args.onnx}; onnxruntime vs PyTorch max abs '
-              f'difference {error:.2e}')
-
+from mmbcn.commands.deploy import main
 
 if __name__ == '__main__':
     main()

@@ -34,18 +34,18 @@ TORCH_ONLY=(
 )
 SUBSET=(
     "${TORCH_ONLY[@]}"
-    tests/toolbox/test_checkpoints.py tests/toolbox/test_patches.py
-    tests/toolbox/test_install_twice.py tests/toolbox/test_norm_conversions.py
-    tests/toolbox/test_openmmlab_family.py
-    tests/convert/test_deploy.py tests/convert/test_export.py
+    tests/checkpoints/test_weights_only.py tests/patches/test_declared.py
+    tests/patches/test_install_twice.py tests/layers/test_norm_conversions.py
+    tests/test_openmmlab_family.py
+    tests/deploy/test_model.py tests/deploy/test_onnx_export.py
     tests/analysis/test_measures.py
-    tests/engine/test_hook.py
+    tests/engine/hooks/test_bcn_update_rate_hook.py
     # training modes that differ between torch versions (the rest need mmcv's ops or no torch
     # feature): checkpointing through MMEngine and mmpretrain (autocast and compile: TORCH_ONLY)
     tests/toolbox/test_training_modes.py::test_with_cp_equals_the_plain_run_mmpretrain
     tests/toolbox/test_training_modes.py::test_mmengine_activation_checkpointing_equals_the_plain_run
-    tests/pretrain/test_imagenet_configs.py
-    tests/pretrain/test_torchvision_compat.py::test_mmpretrain_imports_after_mmbcn_and_missing_ops_are_refused_not_faked
+    tests/toolbox/test_imagenet_configs.py
+    tests/test_torchvision_compat.py::test_mmpretrain_imports_after_mmbcn_and_missing_ops_are_refused_not_faked
 )
 OPS_TESTS=(tests/tools/test_configs.py)
 PY=".venv-$STACK/bin/python"

@@ -56,7 +56,7 @@ param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max
                         by_epoch=False)]
 optim_wrapper = dict(optimizer=dict(lr=0.02))
 # NormStatisticsHook: eliminated/constant channels, margins, per-stage sample similarity and
-# gradient norm, every 50 iterations (mmbcn.engine.norm_statistics_hook)
+# gradient norm, every 50 iterations (mmbcn.engine.hooks.norm_statistics_hook)
 custom_hooks = [dict(type='BCNUpdateRateHook', policy='lr', rate=0.1),
                 dict(type='NormStatisticsHook', interval=50)]
 default_hooks = dict(logger=dict(interval=20),

@@ -64,7 +64,7 @@ param_scheduler = [
 ]
 optim_wrapper = dict(optimizer=dict(lr=0.02), clip_grad=dict(max_norm=10.0))
 # NormStatisticsHook: eliminated/constant channels, margins, per-stage sample similarity and
-# gradient norm, every 50 iterations (mmbcn.engine.norm_statistics_hook)
+# gradient norm, every 50 iterations (mmbcn.engine.hooks.norm_statistics_hook)
 custom_hooks = [dict(type='BCNUpdateRateHook', policy='lr', rate=0.1),
                 dict(type='NormStatisticsHook', interval=50)]
 default_hooks = dict(logger=dict(interval=10),

@@ -38,7 +38,7 @@ param_scheduler = dict(type='MultiStepLR', by_epoch=True, milestones=[8], gamma=
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
 optim_wrapper = dict(optimizer=dict(lr=0.05))
 # eliminated/constant channels, margins, per-stage sample similarity and gradient norm
-# (mmbcn.engine.norm_statistics_hook); the run is short: every 10 iterations
+# (mmbcn.engine.hooks.norm_statistics_hook); the run is short: every 10 iterations
 custom_hooks = [dict(type='NormStatisticsHook', interval=10)]
 default_hooks = dict(logger=dict(interval=2), checkpoint=dict(interval=1, max_keep_ckpts=2))
 randomness = dict(seed=0)  # the README's demo numbers come from this seed

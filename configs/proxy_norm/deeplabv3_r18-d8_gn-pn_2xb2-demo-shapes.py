@@ -4,7 +4,7 @@
 # each block plain GroupNorm; a plain ReLU after the residual sum: configs/proxy_norm/README.md),
 # the heads plain GroupNorm, convs plain (the paper pairs PN with GN or LN, without WS).
 _base_ = '../demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py'
-custom_imports = dict(imports=['mmbcn', 'mmbcn.models', 'mmbcn.models.backbones.mmseg_resnet'],
+custom_imports = dict(imports=['mmbcn', 'mmbcn.models.backbones.mmseg_resnet'],
                       allow_failed_imports=False)
 
 # _delete_: the base's BCN cfg goes, not merged

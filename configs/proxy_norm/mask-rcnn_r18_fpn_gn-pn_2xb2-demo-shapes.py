@@ -3,7 +3,7 @@
 # ProxyNormAct wherever a ReLU followed a norm, the last norm of each block plain GroupNorm, plain
 # ReLU after the sum: configs/proxy_norm/README.md); FPN and RoI heads plain GroupNorm; plain convs.
 _base_ = '../demo/mask-rcnn_r18_fpn_bcn-ws_2xb2-demo-shapes.py'
-custom_imports = dict(imports=['mmbcn', 'mmbcn.models', 'mmbcn.models.backbones.mmdet_resnet'],
+custom_imports = dict(imports=['mmbcn', 'mmbcn.models.backbones.mmdet_resnet'],
                       allow_failed_imports=False)
 
 # _delete_: the base's BCN cfg goes, not merged

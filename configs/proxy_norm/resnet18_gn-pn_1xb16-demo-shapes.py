@@ -4,7 +4,7 @@
 # block plain GroupNorm, zero-initialized as the demo's; plain ReLU after the sum:
 # configs/proxy_norm/README.md); plain convs.
 _base_ = '../demo/resnet18_bcn-ws_1xb16-demo-shapes.py'
-custom_imports = dict(imports=['mmbcn', 'mmbcn.datasets.checked_imagenet', 'mmbcn.models',
+custom_imports = dict(imports=['mmbcn', 'mmbcn.datasets.checked_imagenet',
                                'mmbcn.models.backbones.mmpretrain_resnet'],
                       allow_failed_imports=False)
 

@@ -6,8 +6,7 @@
 # parameter without weight decay (RevisitingBNOptimWrapperConstructor), and a BatchNorm over the
 # image channels (scale 0.1 x 0.58, bias frozen at 0) instead of the fixed mean/std.
 _base_ = '../demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py'
-custom_imports = dict(imports=['mmbcn', 'mmbcn.models', 'mmbcn.engine.optimizers'],
-                      allow_failed_imports=False)
+custom_imports = dict(imports=['mmbcn'], allow_failed_imports=False)
 
 # _delete_: the base's BCN cfg goes, not merged
 norm_cfg = dict(_delete_=True, type='BN', requires_grad=True)

@@ -4,8 +4,7 @@
 # scales at lr / 100 without weight decay, no decay on other 1-d parameters, and the input
 # BatchNorm in place of the fixed mean/std (configs/revisiting_bn/README.md).
 _base_ = '../demo/mask-rcnn_r18_fpn_bcn-ws_2xb2-demo-shapes.py'
-custom_imports = dict(imports=['mmbcn', 'mmbcn.models', 'mmbcn.engine.optimizers'],
-                      allow_failed_imports=False)
+custom_imports = dict(imports=['mmbcn'], allow_failed_imports=False)
 
 # _delete_: the base's BCN cfg goes, not merged
 norm_cfg = dict(_delete_=True, type='BN', requires_grad=True)

@@ -4,8 +4,7 @@
 # scales at lr / 100 without weight decay, no decay on other 1-d parameters, and the input
 # BatchNorm in place of the fixed mean/std (configs/revisiting_bn/README.md).
 _base_ = '../demo/resnet18_bcn-ws_1xb16-demo-shapes.py'
-custom_imports = dict(imports=['mmbcn', 'mmbcn.datasets.checked_imagenet', 'mmbcn.models',
-                               'mmbcn.engine.optimizers'],
+custom_imports = dict(imports=['mmbcn', 'mmbcn.datasets.checked_imagenet'],
                       allow_failed_imports=False)
 
 model = dict(

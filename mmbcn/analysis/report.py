@@ -17,6 +17,8 @@ from typing import Dict, List
 
 import torch
 
+from ..utils.tables import markdown_table
+
 JSON_NAME = 'norm_statistics.json'
 PNG_NAME = 'norm_statistics.png'
 FEED_COLOURS = {'activation': 'tab:red', 'residual': 'tab:blue', 'no_activation': 'tab:green',
@@ -31,20 +33,19 @@ def _number(value, digits=3) -> str:
 
 def format_table(result: dict) -> str:
     """The per-layer table (Markdown), then the model-level and the stage figures."""
-    lines = ['| layer | type | feeds | channels | eliminated | constant | margin p1 | '
-             'margin p10 | margin p50 | activation rate |',
-             '|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
+    rows = []
     for name, layer in result['layers'].items():
+        row = [name, layer['type'], layer['feeds'], str(layer['num_channels'])]
         if layer['values_per_channel'] == 0:
-            lines.append(f'| {name} | {layer["type"]} | {layer["feeds"]} | '
-                         f'{layer["num_channels"]} | not reached by the forward |||||||')
+            rows.append(row + ['not reached by the forward'])
             continue
-        lines.append(
-            f'| {name} | {layer["type"]} | {layer["feeds"]} | {layer["num_channels"]} | '
-            f'{_number(layer["eliminated_fraction"])} | {_number(layer["constant_fraction"])} | '
-            + ' | '.join(_number(layer[key], 2) for key in (
-                'margin_p1', 'margin_p10', 'margin_p50'))
-            + f' | {_number(layer["mean_activation_rate"])} |')
+        rows.append(row + [_number(layer['eliminated_fraction']),
+                           _number(layer['constant_fraction'])]
+                    + [_number(layer[key], 2) for key in ('margin_p1', 'margin_p10', 'margin_p50')]
+                    + [_number(layer['mean_activation_rate'])])
+    lines = [markdown_table(['layer', 'type', 'feeds', 'channels', 'eliminated', 'constant',
+                             'margin p1', 'margin p10', 'margin p50', 'activation rate'],
+                            rows, right_aligned=range(3, 10))]
     summary = result['model']
     lines.append('')
     lines.append(

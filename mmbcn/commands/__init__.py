@@ -4,17 +4,16 @@
   mmpretrain configs; ``analyze``: ``tools/analyze_norm.py``; ``demo`` (with ``curves``):
   ``tools/demo.py``;
 * ``launcher``: distributed start-up and shutdown; ``restarts``: a restarted training process
-  resumes its launch's latest checkpoint; ``random_state``: the random streams of a resumed run
-  continue where they left off;
+  resumes its launch's latest checkpoint (and its random streams continue where they left off:
+  :class:`mmbcn.engine.hooks.RandomStateHook`, which ``cli`` adds);
 * ``input_checks``: a config's datasets and pretrained files checked before anything is built;
-  ``checkpoint``: the tools' view of checkpoints (:mod:`mmbcn.checkpoints`).
+  ``deploy``: ``tools/deploy.py``.
 
 Not MMEngine's ``Runner``: the commands build one from the config (``cli.build_runner``).
 """
 
-from .checkpoint import allow_training_checkpoints
 from .cli import test, train
 from .launcher import init_distributed, shutdown_distributed
 
-__all__ = ['allow_training_checkpoints', 'init_distributed', 'shutdown_distributed', 'test',
+__all__ = ['init_distributed', 'shutdown_distributed', 'test',
            'train']

@@ -16,14 +16,12 @@ fix, before anything is written.
 """
 
 import argparse
-import importlib
 import itertools
 import os.path as osp
 from typing import List, Optional
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 import mmbcn  # noqa: F401  (registers BCN, WSConv2d)
@@ -31,9 +29,8 @@ import mmbcn  # noqa: F401  (registers BCN, WSConv2d)
 from ..analysis import norm_statistics, normalization_layers
 from ..analysis.collector import NO_NORMALIZATION
 from ..analysis.report import format_table, write_report
-from ..checkpoints import load_weights_only
-from ..config_files import config_scope, resolve_config
-from .checkpoint import checkpoint_problem
+from ..checkpoints.weights_only import checkpoint_problem, load_weights_only
+from ..utils.config_files import build_model, resolve_config
 
 SPLITS = ('train', 'val')
 SHOWN_KEYS = 3
@@ -99,9 +96,7 @@ def read_weights(path: str) -> dict:
 
 def build_checked_model(cfg: Config, config_file: str, checkpoint: str):
     """The config's model with the checkpoint's weights, in eval mode; SystemExit on bad input."""
-    scope = config_scope(cfg)
-    init_default_scope(scope)
-    model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+    model = build_model(cfg)
     if not normalization_layers(model):
         raise SystemExit(f'error: config {config_file}: {NO_NORMALIZATION}, so there is '
                          f'nothing to measure; give a config whose model has norm layers '

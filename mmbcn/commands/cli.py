@@ -20,11 +20,11 @@ from mmengine.runner import Runner
 
 import mmbcn  # noqa: F401  (registers BCN, WSConv2d and the hook)
 
-from ..config_files import config_scope, resolve_config
-from .checkpoint import allow_training_checkpoints, checkpoint_problem
+from ..checkpoints.weights_only import checkpoint_problem
+from ..engine.hooks import RandomStateHook
+from ..utils.config_files import config_scope, resolve_config
 from .input_checks import check_class_splits, check_pretrained_group_counts
 from .launcher import LAUNCHERS, init_distributed, shutdown_distributed
-from .random_state import RandomStateHook
 from .restarts import resume_point
 
 
@@ -95,7 +95,6 @@ def prepare_distributed(cfg: Config) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    allow_training_checkpoints()
     prepare_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)

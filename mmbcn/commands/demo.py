@@ -22,9 +22,9 @@ from typing import Dict, List, Optional, Tuple
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from ..config_files import config_path
 from ..datasets import ensure_demo_data
-from .checkpoint import allow_training_checkpoints
+from ..utils.config_files import config_path
+from ..utils.tables import markdown_table
 from .curves import Curves, epoch_curves, load_scalars, write_curves, write_summary
 
 
@@ -116,9 +116,10 @@ def run_part(demo: Demo, work_root: str, seed: Optional[int] = None,
 
 
 def format_table(rows: List[Tuple[str, str, float, float, str]]) -> str:
-    lines = ['| model | metric | untrained | trained | curves |', '|---|---|---:|---:|---|']
-    lines += [f'| {m} | {label} | {a:.1f} | {b:.1f} | {png} |' for m, label, a, b, png in rows]
-    return '\n'.join(lines)
+    """The demo's results: each model's metrics before and after training, and its curves."""
+    return markdown_table(['model', 'metric', 'untrained', 'trained', 'curves'],
+                          [(m, label, f'{a:.1f}', f'{b:.1f}', png)
+                           for m, label, a, b, png in rows], right_aligned=(2, 3))
 
 
 def parts_to_run(only: Optional[str]) -> Tuple[Demo, ...]:
@@ -141,7 +142,6 @@ def main(argv=None) -> None:
                         help="random seed (default: the configs' 0); the figures of a tiny "
                              'dataset move with it')
     args = parser.parse_args(argv)
-    allow_training_checkpoints()
     data_root = ensure_demo_data()
     print(f'demo data (generated; ImageNet, COCO and VOC layouts): {data_root}', flush=True)
     results: Dict[str, PartResult] = {}

@@ -9,7 +9,7 @@
 import os.path as osp
 from typing import Iterator, List, Optional, Tuple
 
-from ..checkpoints import load_weights_only
+from ..checkpoints.weights_only import load_weights_only
 from ..datasets.class_folders import ClassFolderError, check_class_folders
 from ..layers.bcn import group_count_mismatch
 

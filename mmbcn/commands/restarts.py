@@ -24,8 +24,7 @@ from mmengine.dist import get_rank
 from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
-from ..checkpoints import load_weights_only
-from .checkpoint import checkpoint_problem
+from ..checkpoints.weights_only import checkpoint_problem, load_weights_only
 
 RESTART_VARIABLES = ('TORCHELASTIC_RESTART_COUNT', 'SLURM_RESTART_COUNT', 'MMBCN_RESTART_COUNT')
 LAUNCH_MARKER = 'launch_marker'

@@ -1,6 +1,7 @@
-"""OpenMMLab glue: hooks that drive BCN and measure normalization during MMEngine training."""
+"""OpenMMLab glue for training: the hooks that drive BCN and measure normalization
+(:mod:`.hooks`) and the optimizer wrapper constructor of the Revisiting-BN recipe
+(:mod:`.optimizers`)."""
 
-from .bcn_update_rate_hook import BCNUpdateRateHook
-from .norm_statistics_hook import NormStatisticsHook
+from .hooks import BCNUpdateRateHook, NormStatisticsHook, RandomStateHook
 
-__all__ = ['BCNUpdateRateHook', 'NormStatisticsHook']
+__all__ = ['BCNUpdateRateHook', 'NormStatisticsHook', 'RandomStateHook']

@@ -1,5 +1,5 @@
-"""The registered layers: Batch-Channel Normalization and weight-standardized convolution, and
-the residual zero-init that suits them."""
+"""The registered layers: Batch-Channel Normalization and weight-standardized convolution (the
+initializers that suit them are in :mod:`mmbcn.models`)."""
 
 from .bcn import (
                   BatchChannelNorm2d,
@@ -8,7 +8,15 @@ from .bcn import (
                   revert_sync_batchnorm,
 )
 from .conv_ws import WSConv2d
-from .residual_zero_init import ResidualZeroInit
 
-__all__ = ['BatchChannelNorm2d', 'WSConv2d', 'ResidualZeroInit', 'GroupCountMismatchError',
+__all__ = ['BatchChannelNorm2d', 'WSConv2d', 'GroupCountMismatchError',
            'convert_sync_batchnorm', 'revert_sync_batchnorm']
+
+
+def __getattr__(name: str):
+    """``mmbcn.layers.ResidualZeroInit``, which moved to :mod:`mmbcn.models`, until mmbcn 0.2."""
+    if name == 'ResidualZeroInit':
+        from ..utils.deprecation import moved_module
+        return moved_module(f'{__name__}.residual_zero_init',
+                            'mmbcn.models.residual_zero_init').ResidualZeroInit
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

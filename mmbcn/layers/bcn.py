@@ -10,11 +10,11 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..compat import disable_compilation, is_compiling, is_exporting
 from ..ops import ESTIMATE_RULES, batch_channel_norm
 from ..ops.function import world_size_of
 from ..ops.maths import positions_per_sample
 from ..ops.recompute import ForwardRecords, Phase, phase_of_call
+from ..utils.feature_probes import disable_compilation, is_compiling, is_exporting
 from .fx_tracing import refuse_fx_tracing_through
 
 __all__ = ['BatchChannelNorm2d', 'GroupCountMismatchError', 'convert_sync_batchnorm',

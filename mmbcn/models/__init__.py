@@ -1,10 +1,12 @@
-"""Model-side OpenMMLab glue of the other normalizations: Proxy Normalization's ResNets
-(:mod:`.backbones`, imported on their own: they import the toolboxes) and the Revisiting-BN
-recipe's init and input BatchNorm (:mod:`.revisiting_bn`). Importing this package registers
-``ProxyNormAct`` (MMEngine ``MODELS``), ``RevisitingBNInit`` (``WEIGHT_INITIALIZERS``) and
-``InputNormDataPreprocessor`` (``MODELS``)."""
+"""Model-side OpenMMLab glue: the initializers (:mod:`.residual_zero_init`: every residual block
+starts as the identity, the authors' ImageNet init; the Revisiting-BN recipe's scale init, with
+its input BatchNorm, :mod:`.revisiting_bn`) and Proxy Normalization's ResNets
+(:mod:`.backbones`, imported on their own: they import the toolboxes). Importing this package
+registers ``ResidualZeroInit`` and ``RevisitingBNInit`` (MMEngine ``WEIGHT_INITIALIZERS``),
+``ProxyNormAct`` and ``InputNormDataPreprocessor`` (``MODELS``)."""
 
 from ..layers.proxy_norm import NormProxyAct, ProxyNormAct
+from .residual_zero_init import ResidualZeroInit
 from .revisiting_bn import (
                             InputBatchNorm,
                             InputNormDataPreprocessor,
@@ -14,4 +16,5 @@ from .revisiting_bn import (
 )
 
 __all__ = ['InputBatchNorm', 'InputNormDataPreprocessor', 'NormProxyAct', 'ProxyNormAct',
+           'ResidualZeroInit',
            'RevisitingBNInit', 'revisiting_bn_init', 'scaled_norms']

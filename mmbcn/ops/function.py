@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
-from ..compat import triton_problem
+from ..utils.feature_probes import triton_problem
 from . import maths
 from .maths import Params, Settings
 from .recompute import ForwardRecord, ForwardRecords, Phase

@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 
-from ..compat import is_compiling
+from ..utils.feature_probes import is_compiling
 from . import maths
 from .maths import Params, Settings
 

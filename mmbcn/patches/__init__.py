@@ -4,6 +4,7 @@
 says which were applied, skipped (and why) or wait for their module's import.
 """
 
+from ..layers.kinds import mmbcn_layer_names
 from .declared import AFTER_IMPORT, PATCHES
 from .errors import (
     EfficientConvBNEvalError,
@@ -11,7 +12,7 @@ from .errors import (
     ReparameterizationError,
     UnpatchedUpstreamError,
 )
-from .mechanism import PatchState, apply_patches, mmbcn_layer_names, patch_states
+from .mechanism import PatchState, apply_patches, patch_states
 
 __all__ = ['EfficientConvBNEvalError', 'PATCHES', 'PatchState', 'PreciseBNError',
            'ReparameterizationError', 'UnpatchedUpstreamError', 'install', 'mmbcn_layer_names',

@@ -32,12 +32,12 @@ from typing import Callable
 
 from torch import nn
 
-from ..conv_norm import plain_conv
-from ..folding import efficient_conv_norm_eval_forward, fuse_conv_norm
+from ..deploy.conv_norm import plain_conv
+from ..deploy.folding import efficient_conv_norm_eval_forward, fuse_conv_norm
 from ..layers.bcn import BatchChannelNorm2d, keep_synchronized
 from ..layers.conv_ws import WSConv2d
+from ..layers.kinds import is_mmbcn_layer, mmbcn_layer_names
 from .errors import EfficientConvBNEvalError, PreciseBNError, ReparameterizationError
-from .mechanism import mmbcn_layer_names
 
 __all__ = ['refuse_micro_batch_bcn']
 
@@ -146,8 +146,7 @@ def mmcv_flops_counter(original: Callable) -> Callable:
 
 def torch_fx_leaf_modules(original: Callable) -> Callable:
     def is_leaf_module(self, m, module_qualified_name):
-        return (isinstance(m, (BatchChannelNorm2d, WSConv2d))
-                or original(self, m, module_qualified_name))
+        return is_mmbcn_layer(m) or original(self, m, module_qualified_name)
     return is_leaf_module
 
 

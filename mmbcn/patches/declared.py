@@ -10,7 +10,9 @@ from typing import Optional
 
 from mmengine.logging import HistoryBuffer
 
-from .. import checkpoints, compat, torchvision_compat
+from .. import torchvision_compat
+from ..checkpoints import weights_only
+from ..utils import feature_probes
 from . import bcn_and_ws as replace
 from . import config_bases, families
 from .mechanism import FunctionPatch, RegistrationPatch
@@ -26,7 +28,7 @@ TORCH = 'torch 2.1.2, 2.13.0, 2.15.0'
 
 
 def _names_in_allow_list() -> Optional[str]:
-    if compat.safe_globals_take_names():
+    if feature_probes.safe_globals_take_names():
         return None
     return ("torch's add_safe_globals takes no (object, name) pairs (torch < 2.6): mmbcn's "
             "loader enforces the allow-list with its own unpickler")
@@ -35,7 +37,7 @@ def _names_in_allow_list() -> Optional[str]:
 def _register_local_loader() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    CheckpointLoader.register_scheme(prefixes='', loader=checkpoints.load_from_local,
+    CheckpointLoader.register_scheme(prefixes='', loader=weights_only.load_from_local,
                                      force=True)
 
 
@@ -66,11 +68,11 @@ PATCHES = (
         'pickles HistoryBuffer as its constructor call (weights-only loadable), registered '
         'statistics by name',
         available=lambda: None,
-        register=lambda: copyreg.pickle(HistoryBuffer, checkpoints.reduce_history_buffer)),
+        register=lambda: copyreg.pickle(HistoryBuffer, weights_only.reduce_history_buffer)),
     RegistrationPatch(
         'torch', 'torch.serialization:add_safe_globals', 'torch 2.13.0, 2.15.0',
         "adds HistoryBuffer and numpy's array entries to torch's weights-only allow-list",
-        available=_names_in_allow_list, register=checkpoints.register_allow_list),
+        available=_names_in_allow_list, register=weights_only.register_allow_list),
     RegistrationPatch(
         'mmengine', 'mmengine.runner.checkpoint:CheckpointLoader (local files)', MMENGINE,
         "loads local checkpoints weights-only through mmbcn's loader, whose refusals name "

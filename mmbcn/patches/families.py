@@ -12,7 +12,7 @@
 import os
 from typing import Callable, Optional
 
-from ..checkpoints import load_weights_only
+from ..checkpoints.weights_only import load_weights_only
 
 __all__ = ['mmengine_safe_torch_load']
 

@@ -29,12 +29,11 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 from torch import nn
 
-from ..layers.bcn import BatchChannelNorm2d
-from ..layers.conv_ws import WSConv2d
+from ..layers.kinds import mmbcn_layer_names
 from .errors import UnpatchedUpstreamError
 
 __all__ = ['FunctionPatch', 'Patch', 'PatchState', 'RegistrationPatch', 'apply_patches',
-           'mmbcn_layer_names', 'patch_states']
+           'patch_states']
 
 APPLIED, SKIPPED, WAITING = 'applied', 'skipped', 'waiting'
 
@@ -85,12 +84,6 @@ def _resolve(target: str) -> Tuple[Any, str, Any]:
 
 def _function_of(raw: Any) -> Callable:
     return raw.__func__ if isinstance(raw, (classmethod, staticmethod)) else raw
-
-
-def mmbcn_layer_names(module: nn.Module) -> List[str]:
-    """Names of the BCN and WSConv2d layers in ``module`` (``''`` for the module itself)."""
-    return [name for name, m in module.named_modules()
-            if isinstance(m, (BatchChannelNorm2d, WSConv2d))]
 
 
 class FunctionPatch(Patch):

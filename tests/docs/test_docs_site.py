@@ -26,7 +26,7 @@ SPHINX_OPTIONS = '-m sphinx -E -W --keep-going -b html'
 MAKE_DOCS = f'$(PYTHON) {SPHINX_OPTIONS} docs/en docs/_build/html'
 
 # Commands of the docs that this file runs itself, in a tmp dir (see the tests below).
-LINK_CONFIGS = 'python -m mmbcn.config_files link configs/mmbcn'
+LINK_CONFIGS = 'python -m mmbcn.utils.config_files link configs/mmbcn'
 CONVERT_CHECKPOINT = 'python -m mmbcn.checkpoints convert old.pth new.pth'
 COLLECT_ENV = 'python -m mmbcn.collect_env'
 RUN_HERE = {LINK_CONFIGS, CONVERT_CHECKPOINT, COLLECT_ENV}
@@ -48,20 +48,20 @@ NEEDS = [
                                   'the benchmark scripts in small'),
     (r'--device cuda', 'needs a CUDA GPU'),
     (r'slurm_train\.sh|sbatch|--launcher slurm', 'needs a Slurm cluster; '
-                                                 'tests/tools/test_elastic.py and '
+                                                 'tests/commands/test_restarts.py and '
                                                  'tests/tools/test_mim.py run the scripts against '
                                                  'a stand-in srun'),
     (r'_coco\.py|voc12aug|_in1k\.py', 'needs COCO, VOC or ImageNet and GPUs; '
                                       'tests/tools/test_configs.py builds every config'),
     (r'rn50_bcn_ws\.pth|resnet50_gn_ws\.pth', "needs the authors' released weights; "
-                                              'tests/convert/test_convert.py converts checkpoints '
-                                              'written in their layouts'),
+                                              'tests/checkpoints/test_authors.py converts '
+                                              'checkpoints written in their layouts'),
     (r'(^|/)mim |pip wheel|pip install', 'builds and installs mmbcn as a wheel (minutes): mim '
                                          'does not see an editable install; '
                                          'tests/tools/test_mim.py does this'),
     (r'write_startup_file', "writes into the environment's site-packages: make setup runs this "
                             'exact line (tools/setup_env.sh); '
-                            'tests/pretrain/test_torchvision_compat.py tests the file'),
+                            'tests/test_torchvision_compat.py tests the file'),
     (r'\b(CONFIG|CHECKPOINT|YOUR_CONFIG|PARTITION|JOB_NAME|IN|OUT)\b',
      "a template: the words in capitals stand for the user's own files"),
 ]

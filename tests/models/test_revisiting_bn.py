@@ -13,7 +13,7 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from torch import nn
 
-import mmbcn.engine.optimizers  # noqa: F401  (registers the constructor)
+import mmbcn  # noqa: F401  (registers the constructor)
 import mmbcn.models  # noqa: F401  (registers RevisitingBNInit, InputNormDataPreprocessor)
 from mmbcn.engine.optimizers import is_scale
 from mmbcn.layers import BatchChannelNorm2d

@@ -9,7 +9,7 @@ as runtime values and as the constant 1 Triton specializes them to.
 
 import pytest
 
-from mmbcn.compat import triton_problem  # noqa: E402
+from mmbcn.utils.feature_probes import triton_problem  # noqa: E402
 
 if triton_problem() is not None:  # the kernels are used (and tested) with a checked Triton only
     pytest.skip(f'needs the Triton the kernels were checked with: {triton_problem()}',

@@ -14,7 +14,7 @@ import torch
 from mmbcn_testing.paths import TESTS
 from mmbcn_testing.triton_cases import LAYER_CASES, PASS_CASES, PRECISION_CASES, TENSOR_RATE_CASES
 
-from mmbcn.compat import triton_problem
+from mmbcn.utils.feature_probes import triton_problem
 
 pytestmark = pytest.mark.slow  # starts processes or trains
 

@@ -11,7 +11,7 @@ import pytest
 from mmbcn_testing.paths import ROOT
 
 import mmbcn
-from mmbcn.config_files import config_dir
+from mmbcn.utils.config_files import config_dir
 
 DEMO = 'demo/mask-rcnn_r18_fpn_bcn-ws_2xb2-demo-shapes.py'
 
@@ -59,14 +59,14 @@ def test_wheel_carries_every_config_and_the_tools_find_them(wheel_site):
     result = run_installed(wheel_site, f"""
         import os.path as osp
         import mmbcn
-        from mmbcn.config_files import config_dir
-        from mmbcn.config_files import resolve_config
+        from mmbcn.utils.config_files import config_dir
+        from mmbcn.utils.config_files import resolve_config
         from mmengine.config import Config
         assert mmbcn.__file__.startswith({str(wheel_site / 'site')!r}), mmbcn.__file__
         assert config_dir() == osp.join(osp.dirname(mmbcn.__file__), '.mim', 'configs')
         cfg = Config.fromfile(resolve_config({DEMO!r}))
         assert cfg.default_scope == 'mmdet' and cfg.model.backbone.depth == 18
-        from mmbcn.config_files import config_path
+        from mmbcn.utils.config_files import config_path
         from mmbcn.commands.demo import DEMOS  # what `make demo` / tools/demo.py load
         for demo in DEMOS:
             assert Config.fromfile(config_path(demo.config)).model
@@ -81,7 +81,7 @@ def test_wheel_carries_every_config_and_the_tools_find_them(wheel_site):
 def test_another_project_inherits_through_a_link(wheel_site):
     project = wheel_site / 'project'
     result = run_installed(wheel_site, f"""
-        from mmbcn.config_files import main
+        from mmbcn.utils.config_files import main
         main(['link', {str(project / 'configs' / 'mmbcn')!r}])
         """)
     assert result.returncode == 0, result.stderr

@@ -1,6 +1,6 @@
-"""The tested stacks named in code (mmbcn.compat.TESTED_STACKS, read by collect_env) are the
-ones the stack files install: tools/constraints.txt (main) and tools/stacks/*.txt, each with
-its OpenMMLab family's distribution names (mmbcn.openmmlab_family)."""
+"""The tested stacks named in code (mmbcn.utils.feature_probes.TESTED_STACKS, read by
+collect_env) are the ones the stack files install: tools/constraints.txt (main) and
+tools/stacks/*.txt, each with its OpenMMLab family's distribution names (mmbcn.openmmlab_family)."""
 
 import glob
 import os.path as osp
@@ -8,8 +8,8 @@ import re
 
 from mmbcn_testing.paths import ROOT
 
-from mmbcn.compat import TESTED_STACKS
 from mmbcn.openmmlab_family import FAMILIES
+from mmbcn.utils.feature_probes import TESTED_STACKS
 
 FILES = {'main': 'tools/constraints.txt', 'torch2.1 (oldest)': 'tools/stacks/torch2.1.txt',
          'torch2.15 (newest)': 'tools/stacks/torch2.15.txt', 'onedl': 'tools/stacks/onedl.txt'}

@@ -15,7 +15,6 @@ import torch
 from mmbcn_testing.dist_utils import free_port
 from mmbcn_testing.paths import ROOT, TESTS
 
-from mmbcn.commands import allow_training_checkpoints
 from mmbcn.datasets import ensure_demo_data
 
 pytestmark = pytest.mark.slow  # starts processes or trains
@@ -93,7 +92,7 @@ default_hooks = dict(checkpoint=dict(by_epoch=False, interval=2, max_keep_ckpts=
 custom_hooks = [dict(type='BCNUpdateRateHook'), dict(type='StateDumpHook', crash_after_iter=5)]
 """)
     killed = run_tool('dist_train.sh', crashing, 2, '--work-dir', work_dir, check=False,
-                      MAX_RESTARTS='0')  # the manual --resume path (restarts: test_elastic.py)
+                      MAX_RESTARTS='0')  # the manual --resume path (restarts: test_restarts.py)
     assert killed.returncode != 0
     assert sorted(osp.basename(p) for p in glob.glob(str(work_dir / 'iter_*.pth'))) == [
         'iter_2.pth', 'iter_4.pth']
@@ -102,7 +101,6 @@ custom_hooks = [dict(type='BCNUpdateRateHook'), dict(type='StateDumpHook', crash
 custom_hooks = [dict(type='BCNUpdateRateHook'), dict(type='StateDumpHook')]
 """)
     run_tool('dist_train.sh', resuming, 2, '--work-dir', work_dir, '--resume')
-    allow_training_checkpoints()
     checkpoint = torch.load(work_dir / 'iter_4.pth', weights_only=True)  # safe loading works
     for state in load_states(work_dir, 'before_train'):
         assert state['iter'] == 4

@@ -20,9 +20,9 @@ from typing import Iterator, Tuple
 import torch
 from torch import nn
 
+from ..layers.bcn import BatchChannelNorm2d
+from ..layers.conv_ws import WSConv2d
 from .conv_norm import batch_stage_affine, channel_stage, fold_into_conv, plain_conv
-from .layers.bcn import BatchChannelNorm2d
-from .layers.conv_ws import WSConv2d
 
 __all__ = ['ChannelAffineGroupNorm', 'deploy_model']
 

@@ -23,7 +23,6 @@ from mmbcn_testing.paths import ROOT, TESTS
 from mmengine.config import Config
 
 from mmbcn.commands import restarts
-from mmbcn.commands.checkpoint import allow_training_checkpoints
 from mmbcn.datasets import ensure_demo_data
 
 SEG_DEMO = osp.join(ROOT, 'configs/demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py')
@@ -95,7 +94,6 @@ def test_killed_worker_restarts_the_group_which_ends_bit_equal_to_an_uninterrupt
     assert f'Restart 1: resuming from {tmp_path / "killed" / "iter_3.pth"}' in log
     assert 'Random state of iteration 3 restored' in log and 'without the random state' not in log
 
-    allow_training_checkpoints()
     final = [torch.load(tmp_path / run / 'iter_8.pth', weights_only=True)
              for run in ('whole', 'killed')]
     assert final[0]['meta']['iter'] == final[1]['meta']['iter'] == 8
@@ -155,7 +153,6 @@ def test_slurm_requeued_epoch_based_run_resumes_and_ends_bit_equal(tmp_path, dem
     assert f'Restart 1: resuming from {tmp_path / "requeued" / "epoch_2.pth"}' in log
     assert 'Random state of iteration 6 restored' in log
 
-    allow_training_checkpoints()
     final = [torch.load(tmp_path / run / 'epoch_3.pth', weights_only=True)
              for run in ('whole', 'requeued')]
     assert final[0]['meta']['iter'] == final[1]['meta']['iter'] == 9

@@ -21,8 +21,8 @@ import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
-from mmbcn import checkpoints as checkpoints_module
 from mmbcn.checkpoints import CheckpointRefusedError, checkpoint_problem, convert, load_weights_only
+from mmbcn.checkpoints import weights_only as checkpoints_module
 
 TRAIN = textwrap.dedent("""
     import copyreg

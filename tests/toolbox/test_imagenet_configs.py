@@ -14,14 +14,14 @@ from mmengine.config import Config
 from torch import nn
 
 from mmbcn import BatchChannelNorm2d, WSConv2d
+from mmbcn.checkpoints import read_backbone
 from mmbcn.commands import cli
 from mmbcn.commands.curves import epoch_curves, load_scalars, write_curves
-from mmbcn.convert import read_backbone
 from mmbcn.datasets import DemoDataSpec
 from mmbcn.datasets.class_folders import ClassFolderError
 from mmbcn.datasets.synthetic import write_classification_data
 from mmbcn.layers import GroupCountMismatchError
-from mmbcn.layers.residual_zero_init import last_norm
+from mmbcn.models.residual_zero_init import last_norm
 
 IMAGENET = sorted(glob.glob(osp.join(ROOT, 'configs', 'imagenet', '*.py')))
 R50_BCN = osp.join(ROOT, 'configs/imagenet/resnet50_bcn-ws_8xb32-90e_in1k.py')
@@ -105,8 +105,6 @@ def trained_r50(small_imagenet, tmp_path_factory):
     """The R50 BCN+WS ImageNet config trained for one epoch on CPU: (checkpoint, log dir)."""
     from mmengine.runner import Runner
 
-    from mmbcn.commands import allow_training_checkpoints
-    allow_training_checkpoints()
     work_dir = tmp_path_factory.mktemp('r50')
     runner = Runner.from_cfg(small_run_cfg(R50_BCN, small_imagenet, work_dir))
     runner.train()

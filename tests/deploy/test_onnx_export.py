@@ -1,7 +1,7 @@
 """Models with BCN and WSConv2d leave PyTorch through each exporter the installed torch has.
 
 On a plain model (no mmdet or mmseg, so every supported stack runs these): the TorchScript-based
-ONNX exporter (every torch; :func:`mmbcn.export.export_onnx`, checked with onnxruntime),
+ONNX exporter (every torch; :func:`mmbcn.deploy.export_onnx`, checked with onnxruntime),
 ``torch.export`` and ``torch.fx`` symbolic tracing, deployed or not.
 """
 
@@ -14,8 +14,7 @@ from mmbcn_testing.bcn_cases import randomize_bcn
 from torch import nn
 
 from mmbcn import BatchChannelNorm2d, WSConv2d
-from mmbcn.deploy import deploy_model
-from mmbcn.export import export_onnx, onnxruntime_max_error
+from mmbcn.deploy import deploy_model, export_onnx, onnxruntime_max_error
 
 
 def bcn_ws_model():
@@ -69,6 +68,6 @@ def test_a_tracer_that_traces_into_bcn_gets_an_error_naming_it():
 
 
 def test_the_exporter_mmbcn_uses_is_chosen_by_what_torch_offers():
-    from mmbcn.compat import onnx_export_options
+    from mmbcn.utils.feature_probes import onnx_export_options
     has_dynamo = 'dynamo' in inspect.signature(torch.onnx.export).parameters
     assert onnx_export_options() == ({'dynamo': False} if has_dynamo else {})

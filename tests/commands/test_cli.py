@@ -123,7 +123,7 @@ def test_non_openmmlab_config_is_a_clear_error(tmp_path):
 
 
 def test_a_config_can_be_named_among_the_shipped_ones(tmp_path, monkeypatch):
-    from mmbcn.config_files import resolve_config
+    from mmbcn.utils.config_files import resolve_config
     monkeypatch.chdir(tmp_path)  # away from the checkout: the name alone must do
     name = 'demo/deeplabv3_r18-d8_bcn-ws_2xb2-demo-shapes.py'
     assert resolve_config(name) == osp.join(ROOT, 'configs', name)

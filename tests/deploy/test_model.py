@@ -80,7 +80,7 @@ def test_deeplabv3_from_config_gives_the_same_outputs():
 
 @pytest.mark.mmcv_ops
 def test_deployed_deeplabv3_exports_to_onnx_whole(tmp_path):
-    from mmbcn.export import TensorForward, export_onnx, onnxruntime_max_error
+    from mmbcn.deploy import TensorForward, export_onnx, onnxruntime_max_error
     cfg = Config.fromfile(SEG_CONFIG)
     cfg.model.pretrained = None
     model = deploy_model(randomize_bcn(build_model(cfg)))

@@ -11,7 +11,7 @@ mmbcn keeps weights-only loading on and lets exactly these objects through (the 
 code chosen by the file: a ``HistoryBuffer`` is rebuilt from two arrays and an int, the numpy
 entries rebuild arrays and scalars from their bytes.
 
-How the allow-list is enforced depends on what torch offers (:mod:`mmbcn.compat`):
+How the allow-list is enforced depends on what torch offers (:mod:`mmbcn.utils.feature_probes`):
 
 * torch >= 2.6 (``torch.serialization.add_safe_globals`` with ``(object, name)`` pairs, needed
   to allow numpy's reconstructors under the module names both numpy 1.x and 2.x write): mmbcn's
@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
-from . import compat
+from ..utils import feature_probes
 
 __all__ = ['CONVERT_COMMAND', 'CheckpointRefusedError', 'RestrictedUnpickler',
            'allowed_globals', 'checkpoint_problem', 'convert', 'history_buffer_with_statistics',
@@ -194,8 +194,8 @@ _registered_with_torch = False
 
 def register_allow_list() -> None:
     """Add :func:`allowed_globals` to torch's weights-only unpickler, each under its dotted name
-    (torch >= 2.6, :func:`mmbcn.compat.safe_globals_take_names`; applied as a declared patch,
-    :mod:`mmbcn.patches`). Idempotent."""
+    (torch >= 2.6, :func:`mmbcn.utils.feature_probes.safe_globals_take_names`; applied as a
+    declared patch, :mod:`mmbcn.patches`). Idempotent."""
     global _registered_with_torch
     torch.serialization.add_safe_globals(
         [(value, name) for name, value in allowed_globals().items()])
@@ -207,9 +207,9 @@ def register_allow_list() -> None:
 def _torch_load(path: str, map_location, mmap: bool, extra: Optional[Dict[str, Any]] = None):
     """``torch.load`` of ``path`` with the allow-list enforced the way this torch allows."""
     options = dict(map_location=map_location)
-    if mmap and compat.load_accepts_mmap():
+    if mmap and feature_probes.load_accepts_mmap():
         options['mmap'] = True
-    if compat.weights_only_disabled_by_user():
+    if feature_probes.weights_only_disabled_by_user():
         _warn_once('mmbcn: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set, so checkpoints load with '
                    'weights_only=False: any code a file pickled runs. Unset it to load only '
                    'tensors and the MMEngine objects mmbcn allows.')
@@ -371,5 +371,3 @@ def main(argv: Optional[Iterable[str]] = None) -> None:
     print(f'{args.destination}: loads with weights_only=True')
 
 
-if __name__ == '__main__':
-    main()

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmbcn.convert import (
+from mmbcn.checkpoints import (
     CheckpointLayoutError,
     build_bcn_ws_backbone,
     convert_file,
@@ -178,7 +178,7 @@ def build_mmdet_resnet50(norm_cfg, conv_cfg=None):
 
 
 def test_bn_checkpoint_loads_with_only_the_channel_stage_fresh():
-    from mmbcn.convert import load_matching
+    from mmbcn.checkpoints import load_matching
     bn_state = build_mmdet_resnet50(dict(type='BN')).state_dict()
     backbone = build_bcn_ws_backbone('resnet50')
     result = load_matching(backbone, bn_state)
@@ -189,7 +189,7 @@ def test_bn_checkpoint_loads_with_only_the_channel_stage_fresh():
 
 
 def test_gn_ws_checkpoint_loads_its_convs_and_reports_its_gn_layers():
-    from mmbcn.convert import load_matching
+    from mmbcn.checkpoints import load_matching
     gn_state = build_mmdet_resnet50(dict(type='GN', num_groups=32),
                                     dict(type='ConvWS')).state_dict()
     result = load_matching(build_bcn_ws_backbone('resnet50'), gn_state)
