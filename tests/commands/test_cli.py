@@ -1,5 +1,6 @@
 """The tools' command-line handling: clear errors for settings that would go wrong."""
 
+import copy
 import os.path as osp
 
 import pytest
@@ -100,19 +101,66 @@ def test_work_dir_defaults_to_the_config_name_and_resume_auto():
     assert cfg.auto_scale_lr.enable is True
 
 
-def test_test_options_per_codebase(tmp_path):
-    det = cli.test_parser().parse_args([BCN_CONFIG, 'c.pth', '--out', str(tmp_path / 'r.pkl'),
-                                        '--show-dir', str(tmp_path / 'vis')])
-    cfg = cli.load_config(det)
-    cli.apply_test_options(cfg, det)
-    assert cfg.load_from == 'c.pth'
-    assert cfg.test_evaluator[-1]['type'] == 'DumpDetResults'
-    assert cfg.default_hooks.visualization.test_out_dir == str(tmp_path / 'vis')
+CLS_CONFIG = osp.join(ROOT, 'configs/imagenet/resnet50_bcn-ws_8xb32-90e_in1k.py')
 
-    seg = cli.test_parser().parse_args([SEG_CONFIG, 'c.pth', '--out', str(tmp_path / 'out')])
-    cfg = cli.load_config(seg)
-    cli.apply_test_options(cfg, seg)
-    assert cfg.test_evaluator.output_dir == str(tmp_path / 'out')
+
+def _dump_file(cfg, evaluators):
+    """mmdet and mmpretrain: the config's own evaluators, then the dump, built as the Runner
+    builds it (``out_file_path`` is where the dump metric writes)."""
+    from mmengine.registry import METRICS
+    assert cfg.test_evaluator[:-1] == evaluators  # the config's metrics still run
+    return METRICS.build(cfg.test_evaluator[-1]).out_file_path
+
+
+def _mmseg_output_dir(cfg, evaluators):
+    """mmseg: its IoUMetric itself writes the results to ``output_dir``."""
+    from mmengine.registry import METRICS
+    kept = {k: v for k, v in cfg.test_evaluator.items() if k not in ('output_dir', 'keep_results')}
+    assert [kept] == evaluators  # the same metric, told where to write
+    return METRICS.build(cfg.test_evaluator).output_dir
+
+
+def _drawn_to(scope, cfg, name):
+    """(folder, draws, shows): where the scope's visualization hook (built with the visualizer
+    it draws with, as the Runner builds both) saves drawn test images, whether it draws at all,
+    whether it opens a window."""
+    from mmengine.registry import HOOKS, VISUALIZERS
+    visualizer = VISUALIZERS.build(dict(cfg.visualizer, name=name))
+    hook = HOOKS.build(cfg.default_hooks.visualization)
+    if scope == 'mmdet':
+        return hook.test_out_dir, hook.draw, hook.show
+    if scope == 'mmseg':  # the hook draws through the visualizer's LocalVisBackend
+        backend = visualizer._vis_backends['LocalVisBackend']
+        return osp.dirname(backend._save_dir), hook.draw, hook.show
+    return hook.out_dir, hook.enable, hook.show
+
+
+@pytest.mark.parametrize('scope, config, out, where_out_goes', [
+    ('mmdet', BCN_CONFIG, 'r.pkl', _dump_file),
+    ('mmseg', SEG_CONFIG, 'out', _mmseg_output_dir),
+    ('mmpretrain', CLS_CONFIG, 'r.pkl', _dump_file),
+], ids=['mmdet', 'mmseg', 'mmpretrain'])
+def test_test_options_per_codebase(tmp_path, scope, config, out, where_out_goes):
+    """The checkpoint, ``--out`` and ``--show-dir`` reach what each codebase's Runner builds:
+    the metric that writes the results, and the visualization hook that draws (without
+    ``--show``, no window)."""
+    from mmengine.registry import DefaultScope
+
+    from mmbcn.utils.config_files import config_scope
+
+    out, show_dir = str(tmp_path / out), str(tmp_path / 'vis')
+    args = cli.test_parser().parse_args([config, 'c.pth', '--out', out,
+                                         '--show-dir', show_dir])
+    cfg = cli.load_config(args)
+    assert config_scope(cfg) == scope
+    evaluators = copy.deepcopy(cfg.test_evaluator)
+    evaluators = evaluators if isinstance(evaluators, list) else [evaluators]
+    cli.apply_test_options(cfg, args)
+    assert cfg.load_from == 'c.pth'
+    with DefaultScope.overwrite_default_scope(scope):
+        assert where_out_goes(cfg, evaluators) == out
+        assert _drawn_to(scope, cfg, f'test_cli_{scope}_{tmp_path.name}') == (
+            show_dir, True, False)
 
 
 def test_non_openmmlab_config_is_a_clear_error(tmp_path):
