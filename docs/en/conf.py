@@ -44,7 +44,7 @@ nitpick_ignore_regex = [
     (r'py:.*', r'(.*\.)?_\w+'),  # private helpers, not part of the API
     (r'py:.*', r'(torch|nn|mmengine|mmcv|mmdet|mmseg|mmpretrain|numpy|np|triton)(\..*)?'),
     (r'py:.*', r'(Tensor|Module|Hook|Runner|Config|ConfigDict|BaseModel|BaseInitFunction)'),
-    (r'py:.*', r'(typing|collections|pathlib|argparse|enum|dataclasses|pickle|io|os)\..*'),
+    (r'py:.*', r'(typing|collections|pathlib|argparse|enum|dataclasses|pickle|io|os|types)\..*'),
     (r'py:.*', r'(optional|callable|iterable|sequence|mapping|default.*|array.*|tensor.*)'),
     (r'py:.*', r'(T|_T|Path|PathLike|Number|Self)'),
 ]

@@ -2,4 +2,5 @@
 
 from .weights_only import main
 
-main()
+if __name__ == '__main__':
+    main()
