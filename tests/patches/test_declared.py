@@ -5,6 +5,7 @@ upstream targets in fresh interpreters: a target whose signature differs from th
 is skipped, and the entry point users call then refuses a BCN model, naming the patch.
 """
 
+import json
 import re
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from torch import nn
 
 from mmbcn import BatchChannelNorm2d, compat, patches
 from mmbcn.openmmlab_family import installed_family
-from mmbcn.patches.declared import PATCHES
+from mmbcn.patches.declared import AFTER_IMPORT, PATCHES
 from mmbcn.patches.mechanism import APPLIED, SKIPPED, FunctionPatch, RegistrationPatch
 
 
@@ -117,16 +118,54 @@ def run(code):
     return result.stdout
 
 
-def test_on_a_supported_stack_every_patch_applies_where_its_upstream_api_exists():
-    states = {state.patch.target: state for state in patches.patch_states()}
-    assert set(states) == {patch.target for patch in PATCHES}
+def test_a_patch_waits_only_for_its_module_and_then_applies_on_a_supported_stack():
+    """In a fresh interpreter: after ``import mmbcn``, a patch is 'waiting' only when its
+    module is one mmbcn leaves to its user to import (``AFTER_IMPORT``) and is not imported
+    yet; once every such module whose package is installed is imported, no patch of an
+    installed package waits, and each is applied, or skipped where the stack lacks its
+    upstream API, with the reason."""
+    result = json.loads(run("""
+        import importlib, importlib.util, json, sys
+        import mmbcn
+        from mmbcn.patches import patch_states
+        from mmbcn.patches.declared import AFTER_IMPORT
+        def states():
+            return {s.patch.target: [s.status, s.reason] for s in patch_states()}
+        at_import = states()
+        imported_at_import = [m for m in AFTER_IMPORT if m in sys.modules]
+        # the top-level package only: finding a submodule would import its parents
+        installed = {m: importlib.util.find_spec(m.split('.')[0]) is not None
+                     for m in AFTER_IMPORT}
+        for module in AFTER_IMPORT:
+            if installed[module]:
+                importlib.import_module(module)
+        print(json.dumps(dict(at_import=at_import, imported_at_import=imported_at_import,
+                              installed=installed, after=states())))
+    """).splitlines()[-1])
+    targets = [patch.target for patch in PATCHES]
+    assert list(result['at_import']) == targets and list(result['after']) == targets
+    for patch in PATCHES:
+        status, reason = result['at_import'][patch.target]
+        waits = (patch.module_name in AFTER_IMPORT
+                 and patch.module_name not in result['imported_at_import'])
+        assert (status == 'waiting') == waits, (patch, status, reason)
+        if waits:
+            assert reason == f'applied when {patch.module_name} is imported', patch
+    # mmbcn imports none of AFTER_IMPORT itself (declared.py says so): the wait is exercised
+    assert any(status == 'waiting' for status, _ in result['at_import'].values())
+
     expected = {'torch.serialization:add_safe_globals':
                 'applied' if compat.safe_globals_take_names() else 'skipped',
                 # onedl-mmengine's fallback to full unpickling, which upstream MMEngine lacks
                 'mmengine.runner.checkpoint:_safe_torch_load':
                 'applied' if installed_family() == 'onedl' else 'skipped'}
-    for target, state in states.items():
-        assert state.status in (expected.get(target, 'applied'), 'waiting'), (target, state)
+    for patch in PATCHES:
+        status, reason = result['after'][patch.target]
+        if patch.module_name in AFTER_IMPORT and not result['installed'][patch.module_name]:
+            assert status == 'waiting', patch  # its package is not installed: never imported
+            continue
+        assert status == expected.get(patch.target, 'applied'), (patch, status, reason)
+        assert bool(reason) == (status == 'skipped'), (patch, reason)  # a skip says why
 
 
 def test_mmcv_fuse_conv_bn_refuses_bcn_when_its_patch_cannot_apply():
