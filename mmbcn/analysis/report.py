@@ -17,6 +17,7 @@ from typing import Dict, List
 
 import torch
 
+from ..utils.figures import new_figure, save_png
 from ..utils.tables import markdown_table
 
 JSON_NAME = 'norm_statistics.json'
@@ -90,12 +91,11 @@ def _percentiles(values: List[float]) -> Dict[int, float]:
 
 def plot(result: dict, title: str = ''):
     """The report's figure (a matplotlib ``Figure``)."""
-    from matplotlib.figure import Figure  # no pyplot: no display, the user's backend untouched
     from matplotlib.patches import Patch
 
     names = [n for n, layer in result['layers'].items() if layer['values_per_channel'] > 0]
     layers = [result['layers'][n] for n in names]
-    figure = Figure(figsize=(max(8.0, 0.18 * len(names) + 3), 10), layout='constrained')
+    figure = new_figure(figsize=(max(8.0, 0.18 * len(names) + 3), 10), layout='constrained')
     eliminated, margins, similarity = figure.subplots(3, 1)
     positions = list(range(len(names)))
     colours = [FEED_COLOURS[layer['feeds']] for layer in layers]
@@ -143,7 +143,7 @@ def write_report(result: dict, out_dir: str, title: str = '') -> Dict[str, str]:
     first, so nothing is written when either fails. Returns their paths."""
     text = to_json(result)
     image = io.BytesIO()
-    plot(result, title).savefig(image, format='png', dpi=120)
+    save_png(plot(result, title), image, dpi=120)
     os.makedirs(out_dir, exist_ok=True)
     paths = {'json': osp.join(out_dir, JSON_NAME), 'png': osp.join(out_dir, PNG_NAME)}
     with open(paths['json'], 'w') as f:

@@ -13,10 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import List, Sequence
 
-import matplotlib
-
-matplotlib.use('Agg')  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+from ..utils.figures import new_figure, save_png
 
 
 @dataclass
@@ -64,21 +61,19 @@ def _draw(loss_axes, metric_axes, curves: Curves) -> None:
 
 def write_curves(curves: Curves, path: str) -> str:
     """One part: loss and metric side by side."""
-    figure, (loss_axes, metric_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = new_figure(figsize=(11, 4))
+    loss_axes, metric_axes = figure.subplots(1, 2)
     _draw(loss_axes, metric_axes, curves)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_png(figure, path)
 
 
 def write_summary(parts: Sequence[Curves], path: str, heading: str) -> str:
     """Every part on one page, a row each."""
-    figure, axes = plt.subplots(len(parts), 2, figsize=(11, 3.6 * len(parts)), squeeze=False)
+    figure = new_figure(figsize=(11, 3.6 * len(parts)))
+    axes = figure.subplots(len(parts), 2, squeeze=False)
     for row, curves in zip(axes, parts, strict=True):
         _draw(row[0], row[1], curves)
     figure.suptitle(heading)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_png(figure, path)
