@@ -12,10 +12,11 @@ from mmengine.logging import HistoryBuffer
 
 from .. import torchvision_compat
 from ..checkpoints import weights_only
+from ..layers.kinds import mmbcn_layer_names
 from ..utils import feature_probes
 from . import bcn_and_ws as replace
 from . import config_bases, families
-from .mechanism import FunctionPatch, RegistrationPatch
+from .mechanism import FunctionPatch, Refusal, RegistrationPatch
 
 __all__ = ['AFTER_IMPORT', 'PATCHES']
 
@@ -56,6 +57,9 @@ def _reparameterization(module: str, owner: str) -> FunctionPatch:
         f'BatchNorm and raw conv weights)',
         parameters=('self',), replace=replace.refuse_reparameterizing)
 
+
+# What a guard refuses where its patch is skipped: models holding BCN or WSConv2d.
+MMBCN_LAYERS = Refusal(mmbcn_layer_names, 'BCN or WSConv2d')
 
 PATCHES = (
     RegistrationPatch(
@@ -98,12 +102,14 @@ PATCHES = (
         'folds BCN exactly (batch stage into the conv, channel stage kept as a GroupNorm) and '
         "a WSConv2d with its standardized weight",
         parameters=('conv', 'bn'), replace=replace.mmcv_fuse_conv_bn,
+        refuses=MMBCN_LAYERS,
         guards=('mmcv.cnn.utils.fuse_conv_bn:fuse_conv_bn', 'mmcv.cnn.utils:fuse_conv_bn',
                 'mmcv.cnn:fuse_conv_bn')),
     FunctionPatch(
         'mmcv', 'mmcv.cnn.bricks.conv_module:efficient_conv_bn_eval_forward', MMCV,
         "ConvModule(efficient_conv_bn_eval=True) computes BCN and WSConv2d exactly",
         parameters=('bn', 'conv', 'x'), replace=replace.mmcv_efficient_conv_bn_eval,
+        refuses=MMBCN_LAYERS,
         guards=('mmcv.cnn.bricks.conv_module:ConvModule.turn_on_efficient_conv_bn_eval',)),
     FunctionPatch(
         'mmengine', 'mmengine.model.efficient_conv_bn_eval:'
@@ -111,11 +117,13 @@ PATCHES = (
         "refuses MMEngine's fx-based efficient conv-BN eval on modules holding BCN or "
         'WSConv2d, naming the alternatives',
         parameters=('model',), replace=replace.mmengine_efficient_conv_bn_eval,
+        refuses=MMBCN_LAYERS,
         guards=('mmengine.model.efficient_conv_bn_eval:turn_on_efficient_conv_bn_eval',)),
     FunctionPatch(
         'mmengine', 'mmengine.model.utils:convert_sync_batchnorm', MMENGINE,
         "sync_bn='torch'/'mmcv' keeps BCN and makes it synchronize its statistics",
         parameters=('module', 'implementation'), replace=replace.mmengine_convert_sync_batchnorm,
+        refuses=MMBCN_LAYERS,
         guards=('mmengine.model:convert_sync_batchnorm',
                 'mmengine.runner.runner:convert_sync_batchnorm')),
     FunctionPatch(
@@ -136,6 +144,7 @@ PATCHES = (
         'mmcv', 'mmcv.cnn.utils.flops_counter:get_modules_mapping', MMCV,
         "mmcv's FLOP counter counts WSConv2d as a conv and BCN as a BatchNorm plus a GroupNorm",
         parameters=(), replace=replace.mmcv_flops_counter,
+        refuses=MMBCN_LAYERS,
         guards=('mmcv.cnn.utils.flops_counter:get_model_complexity_info',
                 'mmcv.cnn:get_model_complexity_info')),
     FunctionPatch(

@@ -12,11 +12,12 @@ versions it was checked against and what it does (:class:`Patch`). Two kinds:
 * :class:`RegistrationPatch` registers something through an upstream API (an allow-list, a
   loader, a pickling rule, an import hook) when its ``available`` check passes.
 
-A patch that cannot be applied is *skipped* with its reason, never an import error. The BN
-special-casing a skipped function patch guarded then refuses models holding BCN or WSConv2d:
-each of its ``guards`` (the entry points users call) raises :class:`UnpatchedUpstreamError`
-naming the patch, instead of a silent wrong result. :func:`patch_states` says what happened to
-each (``python -m mmbcn.collect_env`` prints it).
+A patch that cannot be applied is *skipped* with its reason, never an import error. The entry
+points a skipped function patch guarded then refuse the models it would get wrong: each of its
+``guards`` (the entry points users call) raises :class:`UnpatchedUpstreamError` naming the patch
+when an argument holds a layer its :class:`Refusal` names (mmbcn's patches: BCN or WSConv2d,
+:mod:`.declared`), instead of a silent wrong result; this module knows no layer itself.
+:func:`patch_states` says what happened to each (``python -m mmbcn.collect_env`` prints it).
 """
 
 import functools
@@ -29,11 +30,10 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 from torch import nn
 
-from ..layers.kinds import mmbcn_layer_names
 from .errors import UnpatchedUpstreamError
 
-__all__ = ['FunctionPatch', 'Patch', 'PatchState', 'RegistrationPatch', 'apply_patches',
-           'patch_states']
+__all__ = ['FunctionPatch', 'Patch', 'PatchState', 'Refusal', 'RegistrationPatch',
+           'apply_patches', 'patch_states']
 
 APPLIED, SKIPPED, WAITING = 'applied', 'skipped', 'waiting'
 
@@ -86,6 +86,13 @@ def _function_of(raw: Any) -> Callable:
     return raw.__func__ if isinstance(raw, (classmethod, staticmethod)) else raw
 
 
+class Refusal(NamedTuple):
+    """What the guards of a skipped :class:`FunctionPatch` refuse."""
+
+    layer_names: Callable[[nn.Module], List[str]]  #: names of such layers in a module ('': itself)
+    what: str  #: how the error names them, e.g. 'BCN or WSConv2d'
+
+
 class FunctionPatch(Patch):
     """Replaces the function at ``target`` by ``replace(original)``.
 
@@ -93,8 +100,9 @@ class FunctionPatch(Patch):
         parameters: the target's parameter names as checked; a target with others is skipped.
         replace: builds the replacement from the original function.
         also_at: other ``module:attribute`` names bound to the same function, replaced too.
-        guards: entry points (``module:attribute``) that refuse models holding BCN or WSConv2d
-            when this patch is skipped.
+        guards: entry points (``module:attribute``) that refuse, when this patch is skipped,
+            the models ``refuses`` names layers of.
+        refuses: which layers the guards refuse (needed with ``guards``).
         absent: for a target only one OpenMMLab family has (:mod:`mmbcn.openmmlab_family`): why
             nothing needs patching where it is missing (the skip's reason).
     """
@@ -102,8 +110,12 @@ class FunctionPatch(Patch):
     def __init__(self, package: str, target: str, checked: str, does: str,
                  parameters: Sequence[str], replace: Callable[[Callable], Callable],
                  also_at: Sequence[str] = (), guards: Sequence[str] = (),
-                 absent: Optional[str] = None):
+                 refuses: Optional['Refusal'] = None, absent: Optional[str] = None):
         super().__init__(package, target, checked, does)
+        if guards and refuses is None:
+            raise ValueError(f'{target}: guards need a Refusal (refuses=...) saying what they '
+                             f'refuse.')
+        self.refuses = refuses
         self.parameters, self.replace = tuple(parameters), replace
         self.also_at, self.guards, self.absent = tuple(also_at), tuple(guards), absent
 
@@ -170,12 +182,12 @@ def _refusing(function: Callable, entry: str, patch: 'FunctionPatch', reason: st
     @functools.wraps(function)
     def guarded(*args, **kwargs):
         for value in (*args, *kwargs.values()):
-            names = mmbcn_layer_names(value) if isinstance(value, nn.Module) else []
+            names = patch.refuses.layer_names(value) if isinstance(value, nn.Module) else []
             if names:
                 where = names[0] or type(value).__name__
                 raise UnpatchedUpstreamError(
-                    f'{entry} would treat BCN or WSConv2d ({where!r}) as BatchNorm or a plain '
-                    f'conv: mmbcn\'s patch of {patch.target} (checked with {patch.checked}) '
+                    f'{entry} would treat {patch.refuses.what} ({where!r}) as BatchNorm or a '
+                    f'plain conv: mmbcn\'s patch of {patch.target} (checked with {patch.checked}) '
                     f'was not applied on this stack because {reason}. Use a stack mmbcn '
                     f'supports (python -m mmbcn.collect_env) or leave this step out.')
         return function(*args, **kwargs)

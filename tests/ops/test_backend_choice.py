@@ -6,8 +6,8 @@ import types
 
 import pytest
 
-from mmbcn import compat
 from mmbcn.ops import function
+from mmbcn.utils import feature_probes
 
 
 @pytest.fixture
@@ -15,9 +15,9 @@ def triton_version(monkeypatch):
     """Installs a stand-in ``triton`` module of a given version (and forgets the cached answer)."""
     def install(version):
         monkeypatch.setitem(sys.modules, 'triton', types.SimpleNamespace(__version__=version))
-        compat.triton_problem.cache_clear()
+        feature_probes.triton_problem.cache_clear()
     yield install
-    compat.triton_problem.cache_clear()
+    feature_probes.triton_problem.cache_clear()
 
 
 @pytest.mark.parametrize('version, problem', [
@@ -25,7 +25,7 @@ def triton_version(monkeypatch):
     ('3.6.0', None), ('4.0.0+git1234', None), ('nightly', 'cannot read')])
 def test_the_checked_triton_versions(triton_version, version, problem):
     triton_version(version)
-    found = compat.triton_problem()
+    found = feature_probes.triton_problem()
     assert found is None if problem is None else problem in found
 
 

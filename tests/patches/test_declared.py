@@ -15,10 +15,11 @@ import types
 import pytest
 from torch import nn
 
-from mmbcn import BatchChannelNorm2d, compat, patches
+from mmbcn import BatchChannelNorm2d, patches
 from mmbcn.openmmlab_family import installed_family
-from mmbcn.patches.declared import AFTER_IMPORT, PATCHES
+from mmbcn.patches.declared import AFTER_IMPORT, MMBCN_LAYERS, PATCHES
 from mmbcn.patches.mechanism import APPLIED, SKIPPED, FunctionPatch, RegistrationPatch
+from mmbcn.utils import feature_probes
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def fuse_patch(parameters=('model', 'flag')):
     return FunctionPatch('fake', 'mmbcn_fake_upstream:fuse', 'fake 1.0', 'fuses BCN',
                          parameters=parameters, replace=mmbcn_fuse,
                          also_at=('mmbcn_fake_upstream:alias',),
-                         guards=('mmbcn_fake_upstream:entry',))
+                         refuses=MMBCN_LAYERS, guards=('mmbcn_fake_upstream:entry',))
 
 
 def test_a_function_patch_replaces_the_target_and_its_aliases(upstream):
@@ -155,7 +156,7 @@ def test_a_patch_waits_only_for_its_module_and_then_applies_on_a_supported_stack
     assert any(status == 'waiting' for status, _ in result['at_import'].values())
 
     expected = {'torch.serialization:add_safe_globals':
-                'applied' if compat.safe_globals_take_names() else 'skipped',
+                'applied' if feature_probes.safe_globals_take_names() else 'skipped',
                 # onedl-mmengine's fallback to full unpickling, which upstream MMEngine lacks
                 'mmengine.runner.checkpoint:_safe_torch_load':
                 'applied' if installed_family() == 'onedl' else 'skipped'}
