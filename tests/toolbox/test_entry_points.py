@@ -16,21 +16,29 @@ import copy
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import textwrap
+from functools import partial
 from importlib.util import find_spec
+from itertools import islice
 
+import numpy as np
 import pytest
 import torch
 from mmbcn_testing.models import build_model
 from mmbcn_testing.paths import ROOT
 from mmcv.cnn import fuse_conv_bn
 from mmdet.structures import DetDataSample
+from mmengine.analysis import FlopAnalyzer, parameter_count
+from mmengine.analysis.print_helper import _format_size
 from mmengine.config import Config
-from mmengine.runner import load_checkpoint
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner, load_checkpoint
+from torch import nn
 
-from mmbcn import BatchChannelNorm2d
+from mmbcn import BatchChannelNorm2d, WSConv2d
 from mmbcn.datasets import ensure_demo_data
 
 pytestmark = pytest.mark.slow  # starts processes or trains
@@ -99,24 +107,148 @@ def test_the_packages_own_test_script_evaluates_an_mmbcn_checkpoint(trained, pac
     assert 'Unsupported global' not in out
 
 
-@pytest.mark.parametrize('package', ['mmdet', 'mmpretrain'])
-def test_the_packages_own_get_flops_counts_the_bcn_model(package, trained):
-    config = trained[package][0]
-    shape = ['--num-images', '2'] if package == 'mmdet' else ['--shape', '64', '64']
-    out = run([sys.executable, package_tool(package, 'analysis_tools', 'get_flops.py'), config,
-               *shape])
-    assert 'Flops' in out and 'Params' in out
+def plain_twin(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with an ``nn.BatchNorm2d`` for each BCN and an ``nn.Conv2d`` of the
+    same geometry for each WSConv2d, under the same names: what every FLOP counter counts."""
+    twin = copy.deepcopy(model)
+    for name, module in list(twin.named_modules()):
+        if isinstance(module, BatchChannelNorm2d):
+            plain = nn.BatchNorm2d(module.num_features, module.eps, affine=module.affine)
+        elif isinstance(module, WSConv2d):
+            plain = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size,
+                              module.stride, module.padding, module.dilation, module.groups,
+                              module.bias is not None, module.padding_mode)
+        else:
+            continue
+        parent, _, attribute = name.rpartition('.')
+        setattr(twin.get_submodule(parent), attribute, plain)
+    return twin.eval()
+
+
+def counted(module: nn.Module, inputs) -> FlopAnalyzer:
+    return FlopAnalyzer(module, inputs).unsupported_ops_warnings(False) \
+        .uncalled_modules_warnings(False)
+
+
+def reference_count(model: nn.Module, inputs, set_forward=lambda net: None) -> dict:
+    """What MMEngine's counter should say of ``model`` (BCN and WSConv2d inside), from layers
+    it counts without mmbcn: its count of the plain twin (WSConv2d as the conv it computes,
+    BCN's batch stage as the eval-mode BatchNorm it is) plus, for each call of a BCN layer,
+    its count of a GroupNorm of the BCN's groups on that input (the channel stage).
+    Parameters: the twin's plus each BCN's channel-stage affine (2 x groups).
+    ``set_forward(net)`` points ``net.forward`` at what the tool traces."""
+    bcn = {name: m for name, m in model.named_modules() if isinstance(m, BatchChannelNorm2d)}
+    ws_convs = [name for name, m in model.named_modules() if isinstance(m, WSConv2d)]
+    twin = plain_twin(model)
+    assert not any(isinstance(m, (BatchChannelNorm2d, WSConv2d)) for m in twin.modules())
+    assert all(type(twin.get_submodule(name)) is nn.Conv2d for name in ws_convs)
+    set_forward(twin)
+    calls = []
+    hooks = [twin.get_submodule(name).register_forward_hook(
+        lambda m, args, out, name=name: calls.append((name, tuple(map(int, args[0].shape)))))
+        for name in bcn]
+    analyzer = counted(twin, inputs)
+    flops, by_module = analyzer.total(), analyzer.by_module()  # one trace: one call each
+    for hook in hooks:
+        hook.remove()
+    channel_stage = sum(
+        counted(nn.GroupNorm(bcn[name].num_groups, bcn[name].num_features,
+                             affine=bcn[name].affine), torch.zeros(shape)).total()
+        for name, shape in calls)
+    assert bcn and ws_convs and channel_stage > 0  # both layers there, the BCNs were called
+    return dict(flops=flops + channel_stage, channel_stage=channel_stage,
+                ws_conv_flops=sum(by_module[name] for name in ws_convs),
+                params=parameter_count(twin)[''] + sum(
+                    2 * m.num_groups for m in bcn.values() if m.affine))
+
+
+def printed(out: str, what: str) -> str:
+    found = re.findall(rf'^{what}: (\S+)$', out, re.MULTILINE)
+    assert len(found) == 1, out[-3000:]
+    return found[0]
+
+
+def assert_printed_figures_are(out: str, reference: dict) -> None:
+    """The tool's figures are the reference's at the precision it prints (3 decimals of the
+    unit), and that precision tells a miscount apart: a counter that dropped BCN's channel
+    stage, or WSConv2d's conv, would print another figure."""
+    assert printed(out, 'Flops') == _format_size(reference['flops'])
+    assert printed(out, 'Params') == _format_size(reference['params'])
+    for miscount in ('channel_stage', 'ws_conv_flops'):
+        assert _format_size(reference['flops'] - reference[miscount]) != printed(out, 'Flops')
+
+
+@pytest.fixture(scope='module')
+def demo_data():
+    ensure_demo_data(osp.join(ROOT, 'data/mmbcn_demo'))
+
+
+# The detector's head FLOPs depend on how many boxes survive NMS, which depends on the random
+# weights each build draws: no suppression and no score threshold make it each stage's
+# max_per_img (100 proposals, 20 detections) in the tool's model and the reference alike.
+FIXED_BOX_COUNTS = {'model.test_cfg.rpn.nms.iou_threshold': 1.0,
+                    'model.test_cfg.rcnn.nms.iou_threshold': 1.0,
+                    'model.test_cfg.rcnn.score_thr': 0.0}
+
+
+def test_mmdet_get_flops_counts_wsconv2d_as_a_conv_and_bcn_as_two_norms(demo_data):
+    """mmdet's own get_flops.py (a fresh interpreter; mmbcn from the config's custom_imports)
+    on the BCN+WS Mask R-CNN prints the reference count of the same model, on the same images
+    (the first two of the val set, averaged as the tool averages)."""
+    config = DEMOS['mmdet'][0]
+    out = run([sys.executable, package_tool('mmdet', 'analysis_tools', 'get_flops.py'), config,
+               '--num-images', '2', '--cfg-options',
+               *(f'{key}={value}' for key, value in FIXED_BOX_COUNTS.items())])
     assert 'unordered_map' not in out
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    cfg.val_dataloader.batch_size = 1
+    cfg.merge_from_dict(FIXED_BOX_COUNTS)
+    model = build_model(cfg).eval()
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the config's data_root is relative to the checkout
+    try:
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            loader = Runner.build_dataloader(cfg.val_dataloader)
+            batches = list(islice(loader, 2))
+    finally:
+        os.chdir(cwd)
+    references = []
+    for batch in batches:
+        data = model.data_preprocessor(batch)
+
+        def set_forward(net, samples=data['data_samples']):
+            net.forward = partial(net.forward, data_samples=samples)
+        references.append(reference_count(model, data['inputs'], set_forward))
+    reference = dict(references[0], flops=int(np.average([r['flops'] for r in references])))
+    assert_printed_figures_are(out, reference)
 
 
-def test_what_mmseg_get_flops_does_counts_the_bcn_segmentor(trained):
+def test_mmpretrain_get_flops_counts_wsconv2d_as_a_conv_and_bcn_as_two_norms(demo_data):
+    """mmpretrain's own get_flops.py (the backbone, through ``extract_feat``) on the BCN+WS
+    ResNet-18 prints the reference count of the same model. A 32x32 input keeps the count
+    under 1e8, which the tool prints in M to 1K; the channel stage is under 1% of it."""
+    config = DEMOS['mmpretrain'][0]
+    out = run([sys.executable, package_tool('mmpretrain', 'analysis_tools', 'get_flops.py'),
+               config, '--shape', '32', '32'])
+    assert 'unordered_map' not in out
+    from mmpretrain import get_model
+    model = get_model(osp.join(ROOT, config)).eval()
+
+    def set_forward(net):
+        net.forward = net.extract_feat
+    assert_printed_figures_are(out, reference_count(model, (torch.rand(1, 3, 32, 32),),
+                                                    set_forward))
+
+
+def test_what_mmseg_get_flops_does_counts_the_bcn_segmentor():
     """mmseg 1.2.2's get_flops.py passes both ``input_shape`` and ``inputs`` to MMEngine's
     counter, which refuses that for every model, BN ones included; this runs its steps with
-    ``inputs`` alone: the model from the config, eval mode, the preprocessed random image."""
+    ``inputs`` alone: the model from the config, eval mode, the preprocessed random image.
+    In-process the counts are exact: the reference's, to the FLOP and the parameter."""
     from mmengine.analysis import get_model_complexity_info
     from mmseg.structures import SegDataSample
 
-    cfg = Config.fromfile(osp.join(ROOT, trained['mmseg'][0]))
+    cfg = Config.fromfile(osp.join(ROOT, DEMOS['mmseg'][0]))
     model = build_model(cfg)
     model.auxiliary_head = None
     data = model.data_preprocessor({'inputs': [torch.rand(3, 64, 64)], 'data_samples': [
@@ -124,7 +256,9 @@ def test_what_mmseg_get_flops_does_counts_the_bcn_segmentor(trained):
     model.eval()
     info = get_model_complexity_info(model, inputs=data['inputs'], show_table=False,
                                      show_arch=False)
-    assert info['flops'] > 0 and info['params'] > 0
+    reference = reference_count(model, data['inputs'])
+    assert info['flops'] == reference['flops']
+    assert info['params'] == reference['params']
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),
