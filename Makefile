@@ -91,3 +91,17 @@ study-gn-pool: setup
 	$(PYTHON) tools/norm_study.py $(STUDY_GN_POOL) \
 		--norms bn gn gn-ws bcn-ws gn-pn bn-rbn gn-ws-rbn bcn-ws-rbn \
 		--seeds 0 1 2 --gpus 2 --work-dir work_dirs/study-gn-pool
+
+# study-pretrained: the papers' protocol on the default task: per preset and seed, the demo's
+# shapes classifier (mmpretrain ResNetV1c-18, 1 process x 16 images, 4 epochs) is pretrained with
+# the preset, then DeepLabV3 R18-D8 (2 processes x 1 image, 120 iterations) is fine-tuned from
+# its backbone with the same preset, loaded strictly.
+STUDY_PRETRAIN := configs/study/resnet18-v1c_bcn-ws_1xb16-study-pretrain-demo-shapes.py
+
+.PHONY: study-pretrained
+
+study-pretrained: setup
+	$(STUDY_DATA)
+	$(PYTHON) tools/norm_study.py $(STUDY_CONFIG) --pretrain $(STUDY_PRETRAIN) \
+		--norms bn syncbn gn gn-ws bcn-ws gn-pn \
+		--seeds 0 1 2 --gpus 2 --work-dir work_dirs/study-pretrained

@@ -36,6 +36,16 @@ def study_parser() -> argparse.ArgumentParser:
     parser.add_argument('--num-groups', type=int,
                         help="groups of GN and BCN (default: the config's own, else 32)")
     parser.add_argument('--timeout', type=float, help='seconds per run before it is stopped')
+    parser.add_argument('--pretrain', metavar='CLS_CONFIG',
+                        help="the papers' protocol: per preset and seed, pretrain this "
+                             "classification config (mmpretrain) with the preset swapped in, "
+                             'then fine-tune CONFIG with the same preset from its backbone, '
+                             'loaded strictly (default: train CONFIG from scratch)')
+    parser.add_argument('--pretrain-gpus', type=int, default=1,
+                        help='processes per pretraining run (default 1)')
+    parser.add_argument('--pretrain-cfg-options', nargs='+', action=DictAction,
+                        help='override entries of CLS_CONFIG before the swap, e.g. '
+                             'train_cfg.max_epochs=2')
     return parser
 
 
@@ -44,7 +54,8 @@ def main(argv: Optional[List[str]] = None, train_script: str = 'tools/dist_train
     try:
         plan = plan_study(args.config, args.norms, args.seeds, args.gpus, args.work_dir,
                           args.cfg_options, args.metric, args.fraction, args.stats_interval,
-                          args.num_groups)
+                          args.num_groups, args.pretrain, args.pretrain_gpus,
+                          args.pretrain_cfg_options)
     except StudyInputError as error:
         raise SystemExit(f'error: {error}') from None
     return run_study(plan, train_script, args.timeout)

@@ -1,10 +1,12 @@
 """The study's one summary PNG: training loss, metric and eliminated channels over training.
 
 One panel per quantity, one colour per preset: the mean over its finished seeds at the
-iterations every one of them logged, with a band from the lowest to the highest seed.
+iterations every one of them logged, with a band from the lowest to the highest seed. With the
+pretrained protocol a first panel shows the pretraining's metric (top-1) over its iterations,
+and the others the fine-tuning.
 """
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -31,16 +33,25 @@ PANELS = ((LOSS_KEY, 'training loss', 1.0), ('metric', None, 1.0),
 
 
 def write_summary_png(results: Sequence[RunResult], presets: Sequence[str], metric_label: str,
-                      path: str, heading: str) -> str:
-    figure, axes = plt.subplots(1, len(PANELS), figsize=(16, 4.6))
+                      path: str, heading: str,
+                      pretrain_results: Optional[Sequence[RunResult]] = None,
+                      pretrain_label: Optional[str] = None) -> str:
+    """Write the PNG to ``path``; ``pretrain_results``: the pretrained protocol's pretrainings
+    (their ``'metric'`` curves are the first panel, titled ``pretrain_label``)."""
+    # (runs, curve key, title, scale) per panel
+    panels = [(results, key, label or metric_label, scale) for key, label, scale in PANELS]
+    if pretrain_results is not None:
+        panels = [(pretrain_results, 'metric', f'pretraining {pretrain_label}', 1.0),
+                  *[(runs, key, f'fine-tuning {title}', scale)
+                    for runs, key, title, scale in panels]]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.6))
     failed: Dict[str, str] = {}
     for index, preset in enumerate(presets):
-        finished = [r for r in results if r.preset == preset and r.status == 'ok']
-        if not finished:
+        if not any(r.preset == preset and r.status == 'ok' for r in results):
             failed[preset] = 'no run finished'
-            continue
         colour = f'C{index % 10}'
-        for panel, (key, _, scale) in zip(axes, PANELS, strict=True):
+        for panel, (runs, key, _, scale) in zip(axes, panels, strict=True):
+            finished = [r for r in runs if r.preset == preset and r.status == 'ok']
             steps, average, low, high = seed_band(
                 [r.curves[key] for r in finished if r.curves.get(key)])
             if not steps:
@@ -49,8 +60,8 @@ def write_summary_png(results: Sequence[RunResult], presets: Sequence[str], metr
                        label=f'{preset} ({len(finished)} seed{"s" if len(finished) > 1 else ""})')
             panel.fill_between(steps, [v * scale for v in low], [v * scale for v in high],
                                color=colour, alpha=0.2, linewidth=0)
-    for panel, (_, label, _) in zip(axes, PANELS, strict=True):
-        panel.set(title=label or metric_label, xlabel='iteration', ylabel=label or metric_label)
+    for panel, (_, _, title, _) in zip(axes, panels, strict=True):
+        panel.set(title=title, xlabel='iteration', ylabel=title)
         panel.grid(alpha=0.3)
         if panel.lines:
             panel.legend(fontsize=8)

@@ -45,6 +45,9 @@ class RunResult:
             failed before its first logged iteration, which no seed changes).
         final_metric: the metric at the last evaluation (scaled as the table shows it).
         curves: key -> ``[[iteration, value], ...]``: ``'loss'``, ``'metric'``, ``'norm/...'``.
+        pretrain_metric: with the pretrained protocol, the final metric of the pretraining this
+            run fine-tuned from (``'accuracy/top1'``); None without.
+        pretrained_from: the backbone file it fine-tuned from.
     """
 
     preset: str
@@ -55,6 +58,8 @@ class RunResult:
     error: Optional[str] = None
     final_metric: Optional[float] = None
     curves: Dict[str, List[List[float]]] = field(default_factory=dict)
+    pretrain_metric: Optional[float] = None
+    pretrained_from: Optional[str] = None
 
     @property
     def trained(self) -> bool:
@@ -147,6 +152,16 @@ def train_once(preset: str, seed: int, config_path: str, gpus: int, work_dir: st
     else:
         result.final_metric = curves['metric'][-1][1]
     return result
+
+
+def last_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint MMEngine's ``CheckpointHook`` wrote last into ``work_dir``, or None."""
+    path = osp.join(work_dir, 'last_checkpoint')
+    if not osp.exists(path):
+        return None
+    with open(path) as f:
+        checkpoint = f.read().strip()
+    return checkpoint if osp.exists(checkpoint) else None
 
 
 def skipped(preset: str, seed: int, work_dir: str, cause: RunResult) -> RunResult:

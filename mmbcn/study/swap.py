@@ -70,6 +70,7 @@ class Swap:
         images_per_gpu, global_batch: the batch the mode rule saw.
         bcn_mode: ``'micro-batch'`` or ``'large-batch'`` for BCN presets, else None.
         backbone: ``'ResNetV1c -> ProxyNormResNetV1c'`` where the preset changes the backbone.
+        num_groups: the group count of GN and BCN presets, else None.
     """
 
     cfg: Config
@@ -79,6 +80,7 @@ class Swap:
     global_batch: int = 0
     bcn_mode: Optional[str] = None
     backbone: Optional[str] = None
+    num_groups: Optional[int] = None
 
 
 def describe(node) -> str:
@@ -284,6 +286,7 @@ def swap_config(cfg: Config, preset: Preset, gpus: int, stats_interval: int = 0,
     if preset.is_bcn:
         swap.bcn_mode = 'micro-batch' if micro_batch else 'large-batch'
     groups = num_groups or config_group_count(owners)
+    swap.num_groups = groups if preset.uses_groups else None
     record = _Recorder(swap)
     for path, owner in owners:
         requires_grad = owner['norm_cfg'].get('requires_grad', True)
@@ -299,16 +302,19 @@ def swap_config(cfg: Config, preset: Preset, gpus: int, stats_interval: int = 0,
     return swap
 
 
-def built_layers(cfg: Config) -> dict:
-    """How many layers of each norm and conv class the config's model builds: the check that no
-    norm layer escaped the rule (one built from a module's default instead of a norm_cfg).
-    Imports the config's ``custom_imports`` first, as the Runner of each run does (a swap may
-    add some: the Proxy-Normalization backbones, the Revisiting-BN recipe)."""
+def build_model(cfg: Config) -> nn.Module:
+    """The config's model, built as each run's Runner builds it: the config's ``custom_imports``
+    first (a swap may add some: the Proxy-Normalization backbones, the Revisiting-BN recipe),
+    in its default scope."""
     imports = cfg.get('custom_imports')
     if imports:
         import_modules_from_strings(**imports)
     init_default_scope(cfg.default_scope)
-    model = importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(cfg.model)
+    return importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(cfg.model)
+
+
+def count_layers(model: nn.Module) -> dict:
+    """How many layers of each norm and conv class ``model`` has."""
     kinds = (BatchChannelNorm2d, ProxyNormAct, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
              nn.modules.instancenorm._InstanceNorm, WSConv2d, nn.Conv2d)
     counts = {}
@@ -318,3 +324,9 @@ def built_layers(cfg: Config) -> dict:
             name = type(module).__name__
             counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def built_layers(cfg: Config) -> dict:
+    """How many layers of each norm and conv class the config's model builds: the check that no
+    norm layer escaped the rule (one built from a module's default instead of a norm_cfg)."""
+    return count_layers(build_model(cfg))

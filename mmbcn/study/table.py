@@ -8,7 +8,9 @@ For each preset, over its runs that finished (``status == 'ok'``):
   for every preset, so the column compares presets); the mean over the runs that reached it,
   and how many did;
 * eliminated channels: ``norm/eliminated_fraction`` as ``NormStatisticsHook`` logs it, at its
-  first and its last measurement, mean and min-max over seeds.
+  first and its last measurement, mean and min-max over seeds;
+* with the pretrained protocol, the pretraining's final metric (top-1), mean and min-max over
+  the pretrainings that finished, beside the task's.
 """
 
 from dataclasses import dataclass
@@ -50,6 +52,9 @@ class PresetSummary:
     eliminated_last: Optional[Spread]
     errors: List[str]
     skipped: int
+    pretrain_metric: Optional[Spread] = None
+    pretrain_runs: int = 0
+    pretrain_finished: int = 0
 
     def as_dict(self) -> dict:
         spread = (lambda s: s.as_dict() if s else None)  # noqa: E731
@@ -58,7 +63,8 @@ class PresetSummary:
                     steps_to_target=self.steps_to_target, reached_target=self.reached_target,
                     eliminated_first=spread(self.eliminated_first),
                     eliminated_last=spread(self.eliminated_last), errors=self.errors,
-                    skipped=self.skipped)
+                    skipped=self.skipped, pretrain_metric=spread(self.pretrain_metric),
+                    pretrain_runs=self.pretrain_runs, pretrain_finished=self.pretrain_finished)
 
 
 def best_metric(results: Sequence[RunResult]) -> Optional[Tuple[float, RunResult]]:
@@ -72,7 +78,9 @@ def first_step_reaching(curve: Sequence[Sequence[float]], target: float) -> Opti
     return next((step for step, value in curve if value >= target), None)
 
 
-def summarize(preset: str, results: Sequence[RunResult], target: Optional[float]) -> PresetSummary:
+def summarize(preset: str, results: Sequence[RunResult], target: Optional[float],
+              pretrain_results: Sequence[RunResult] = ()) -> PresetSummary:
+    pretrained = [r.final_metric for r in pretrain_results if r.status == 'ok']
     finished = [r for r in results if r.status == 'ok']
     steps = [first_step_reaching(r.curves['metric'], target) for r in finished] \
         if target is not None else []
@@ -84,15 +92,18 @@ def summarize(preset: str, results: Sequence[RunResult], target: Optional[float]
         mean(steps) if steps else None, len(steps),
         Spread.of([curve[0][1] for curve in eliminated]),
         Spread.of([curve[-1][1] for curve in eliminated]), errors,
-        sum(r.status == 'skipped' for r in results))
+        sum(r.status == 'skipped' for r in results), Spread.of(pretrained),
+        len(pretrain_results), len(pretrained))
 
 
-def summarize_all(presets: Sequence[str], results: Sequence[RunResult],
-                  fraction: float) -> Tuple[Dict[str, PresetSummary], Optional[dict]]:
+def summarize_all(presets: Sequence[str], results: Sequence[RunResult], fraction: float,
+                  pretrain_results: Sequence[RunResult] = ()
+                  ) -> Tuple[Dict[str, PresetSummary], Optional[dict]]:
     """Per-preset summaries, and the best metric (value, preset, seed, target) they refer to."""
     best = best_metric(results)
     target = best[0] * fraction if best else None
-    summaries = {p: summarize(p, [r for r in results if r.preset == p], target) for p in presets}
+    summaries = {p: summarize(p, [r for r in results if r.preset == p], target,
+                              [r for r in pretrain_results if r.preset == p]) for p in presets}
     reference = dict(value=best[0], preset=best[1].preset, seed=best[1].seed, fraction=fraction,
                      target=target) if best else None
     return summaries, reference
@@ -104,14 +115,17 @@ def _cell(spread: Optional[Spread], digits: int, scale: float = 1.0) -> str:
 
 def format_table(summaries: Dict[str, PresetSummary], descriptions: Dict[str, str],
                  modes: Dict[str, Optional[str]], metric_label: str,
-                 reference: Optional[dict]) -> str:
-    """The Markdown table with the lines that say how to read it."""
+                 reference: Optional[dict], pretrain_label: Optional[str] = None) -> str:
+    """The Markdown table with the lines that say how to read it; with ``pretrain_label``
+    (the pretrained protocol) a column of the pretraining's final metric."""
     percent = f'{reference["fraction"] * 100:.0f}%' if reference else 'a fraction'
+    pretrain_column = (f' pretraining {pretrain_label}, mean (min-max) (pretrainings '
+                       f'finished) |' if pretrain_label else '')
     lines = [
-        f'| norm | what | BCN mode | runs finished | final {metric_label}, mean (min-max) | '
-        f'iterations to {percent} of best (runs reaching it) | eliminated channels % at the '
-        f'first measure | ... at the last measure | failure |',
-        '|---|---|---|---:|---:|---:|---:|---:|---|']
+        f'| norm | what | BCN mode |{pretrain_column} runs finished | final {metric_label}, '
+        f'mean (min-max) | iterations to {percent} of best (runs reaching it) | eliminated '
+        f'channels % at the first measure | ... at the last measure | failure |',
+        '|---|---|---|' + ('---:|' if pretrain_label else '') + '---:|---:|---:|---:|---:|---|']
     for name, s in summaries.items():
         steps = f'{s.steps_to_target:.0f} ({s.reached_target}/{s.finished})' \
             if s.steps_to_target is not None else ('not reached' if s.finished else '-')
@@ -119,8 +133,11 @@ def format_table(summaries: Dict[str, PresetSummary], descriptions: Dict[str, st
         if s.skipped:
             failure += (f' ({s.skipped} seed(s) not run: the first failed before its first '
                         f'logged iteration)')
+        pretrained = (f' {_cell(s.pretrain_metric, 1)} ({s.pretrain_finished}/'
+                      f'{s.pretrain_runs}) |' if pretrain_label else '')
         lines.append(
-            f'| {name} | {descriptions[name]} | {modes.get(name) or "-"} | {s.finished}/{s.runs} '
+            f'| {name} | {descriptions[name]} | {modes.get(name) or "-"} |{pretrained} '
+            f'{s.finished}/{s.runs} '
             f'| {_cell(s.final_metric, 1)} | {steps} | {_cell(s.eliminated_first, 1, 100)} '
             f'| {_cell(s.eliminated_last, 1, 100)} | {failure} |')
     if reference:
