@@ -7,7 +7,7 @@
   resumes its launch's latest checkpoint (and its random streams continue where they left off:
   :class:`mmbcn.engine.hooks.RandomStateHook`, which ``cli`` adds);
 * ``input_checks``: a config's datasets and pretrained files checked before anything is built;
-  ``deploy``: ``tools/deploy.py``.
+  ``deploy``: ``tools/deploy.py``; ``convert_checkpoint``: ``tools/convert_checkpoint.py``.
 
 Not MMEngine's ``Runner``: the commands build one from the config (``cli.build_runner``).
 """
