@@ -269,3 +269,24 @@ def test_the_checkpoint_conversion_command_makes_an_old_checkpoint_load(tmp_path
 
 if __name__ == '__main__':
     sys.exit(pytest.main([__file__, '-q']))
+
+
+def test_the_registered_names_table_is_what_import_mmbcn_registers():
+    """The one place that says what registers what (Installation, "Registered names") lists
+    every mmbcn class in MMEngine's root registries, and nothing else."""
+    from mmengine import registry
+
+    import mmbcn  # noqa: F401
+    page = (DOCS / 'get_started' / 'installation.md').read_text()
+    section = page.split('## Registered names', 1)[1]
+    table = re.search(r'^\|.*?(?=\n\n)', section, re.M | re.S).group(0)
+    rows = re.findall(r"^\| `(\w+)` \| (.+?) \|", table, re.M)
+    documented = {(reg, name) for reg, names in rows for name in re.findall(r"'(\w+)'", names)}
+    assert documented, table
+    registered = set()
+    for reg in {reg for reg, _ in documented} | {'MODELS', 'HOOKS', 'WEIGHT_INITIALIZERS',
+                                                   'OPTIM_WRAPPER_CONSTRUCTORS', 'DATASETS'}:
+        for name, cls in getattr(registry, reg).module_dict.items():
+            if getattr(cls, '__module__', '').startswith('mmbcn.'):
+                registered.add((reg, name))
+    assert documented == registered
