@@ -10,9 +10,9 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..ops import ESTIMATE_RULES, batch_channel_norm
+from ..ops import batch_channel_norm
 from ..ops.function import world_size_of
-from ..ops.maths import positions_per_sample
+from ..ops.maths import DEFAULT_ESTIMATE_RULE, check_estimate_rule, positions_per_sample
 from ..ops.recompute import ForwardRecords, Phase, phase_of_call
 from ..utils.feature_probes import disable_compilation, is_compiling, is_exporting
 from .fx_tracing import refuse_fx_tracing_through
@@ -31,9 +31,9 @@ class BatchChannelNorm2d(_BatchNorm):
 
     * large-batch (``estimate=False``), training: the batch's, with gradients (as BatchNorm,
       whose running statistics and ``momentum`` it keeps; None: a cumulative average);
-    * micro-batch (``estimate=True``), training: estimates moved at the update rate
-      r = ``momentum`` by the ``estimate_rule`` (default: the authors'), then used, with no
-      gradient. :class:`mmbcn.engine.BCNUpdateRateHook` sets r during training;
+    * micro-batch (``estimate=True``), training: estimates moved at r = ``momentum`` by the
+      ``estimate_rule`` (default: the authors'), then used, with no gradient.
+      :class:`mmbcn.engine.BCNUpdateRateHook` sets ``momentum`` during training;
       ``momentum=None`` averages the batches seen, restarting at the second step (r = 1, 1,
       then 1/(t - 1) at step t), which forgets the first step's spread around the initial mean;
     * eval: the running statistics, in both modes.
@@ -73,8 +73,9 @@ class BatchChannelNorm2d(_BatchNorm):
         num_groups: G, the number of channel groups of the channel stage; must divide C, unless
             ``group_rule='at_most'``.
         eps: added to the batch and to the group variance inside the square root.
-        momentum: large-batch mode: BatchNorm's momentum for the running statistics (None: a
-            cumulative moving average). Micro-batch mode: the update rate r of the estimates.
+        momentum: r, the update rate of the paper (:mod:`mmbcn.ops.maths`, step 2). Large-batch
+            mode: BatchNorm's momentum for the running statistics (None: a cumulative moving
+            average). Micro-batch mode: how fast the estimates move.
         estimate: False for large-batch mode, True for micro-batch mode.
         sync_stats: compute batch statistics over all processes of ``process_group`` when
             torch.distributed is initialized.
@@ -115,7 +116,7 @@ class BatchChannelNorm2d(_BatchNorm):
                  sync_stats: bool = True,
                  affine: bool = True,
                  process_group=None,
-                 estimate_rule: str = 'authors',
+                 estimate_rule: str = DEFAULT_ESTIMATE_RULE,
                  group_rule: str = 'exact'):
         num_groups = groups_for(num_features, num_groups, group_rule)
         _check_config(num_features, num_groups, eps, momentum, estimate_rule)
@@ -179,8 +180,9 @@ class BatchChannelNorm2d(_BatchNorm):
         """Whether batch statistics are currently all-reduced across processes."""
         return self.sync_stats and world_size_of(self.process_group) > 1
 
-    def _update_rate(self):
-        """r for this step, counting the step in ``num_batches_tracked`` (as BatchNorm)."""
+    def _momentum_now(self):
+        """The momentum (r) of this step, counting the step in ``num_batches_tracked`` (as
+        BatchNorm): ``momentum``, or a 0-d tensor when it is None."""
         self.num_batches_tracked.add_(1)
         if self.momentum is not None:
             return self.momentum
@@ -254,11 +256,11 @@ class BatchChannelNorm2d(_BatchNorm):
                     f'with 1x1 spatial size, or train with more samples per process.')
         # A checkpoint's recompute (REPLAY) moves nothing, not even the step count.
         moves = self.training and phase is not Phase.REPLAY
-        update_rate = self._update_rate() if moves else 0.0
+        momentum = self._momentum_now() if moves else 0.0
         return batch_channel_norm(
             x, self.running_mean, self.running_var, self.weight, self.bias, self.group_weight,
             self.group_bias, self.num_groups, training=self.training, estimate=self.estimate,
-            update_rate=update_rate, eps=self.eps, process_group=self.process_group,
+            momentum=momentum, eps=self.eps, process_group=self.process_group,
             synchronize=synchronize, estimate_rule=self.estimate_rule, phase=phase,
             records=self.checkpoint_records)
 
@@ -323,9 +325,7 @@ def _check_config(num_features, num_groups, eps, momentum, estimate_rule) -> Non
     if momentum is not None and not 0.0 <= momentum <= 1.0:
         raise ValueError(f'BCN: momentum (the update rate r) must be in [0, 1] or None, '
                          f'got {momentum!r}.')
-    if estimate_rule not in ESTIMATE_RULES:
-        raise ValueError(f'BCN: estimate_rule must be one of {ESTIMATE_RULES} (\'authors\' is the '
-                         f'authors\' released rule), got {estimate_rule!r}.')
+    check_estimate_rule(estimate_rule)
 
 
 def keep_synchronized(bcn: BatchChannelNorm2d, process_group=None) -> BatchChannelNorm2d:

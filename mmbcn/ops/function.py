@@ -18,16 +18,20 @@ backend calls; a backend only ever computes over the local batch:
 
 import contextlib
 import dataclasses
+import functools
+import inspect
 import logging
+import warnings
 from typing import Optional
 
 import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
+from ..utils.deprecation import REMOVED_IN
 from ..utils.feature_probes import triton_problem
 from . import maths
-from .maths import Params, Settings
+from .maths import DEFAULT_ESTIMATE_RULE, Params, Settings, check_estimate_rule
 from .recompute import ForwardRecord, ForwardRecords, Phase
 from .torch_backend import TorchBackend
 
@@ -160,6 +164,28 @@ class BatchChannelNormFunction(torch.autograd.Function):
         return (grad_x, *param_grads, None)
 
 
+def _accepting_update_rate(function):
+    """``function`` also accepting ``update_rate=``, the name of ``momentum`` in mmbcn 0.1, with
+    a FutureWarning (until ``REMOVED_IN``); both: a TypeError."""
+    name = function.__name__
+    position = list(inspect.signature(function).parameters).index('momentum')
+
+    @functools.wraps(function)
+    def accepting_update_rate(*args, **kwargs):
+        if 'update_rate' in kwargs:
+            if 'momentum' in kwargs or len(args) > position:
+                raise TypeError(f'{name}() got both momentum and update_rate, its old name; '
+                                f'pass momentum only.')
+            warnings.warn(f'{name}(update_rate=...) is now {name}(momentum=...), the name '
+                          f'BatchNorm and the BCN layer use; update_rate= works until '
+                          f'{REMOVED_IN}.', FutureWarning, stacklevel=2)
+            kwargs['momentum'] = kwargs.pop('update_rate')
+        return function(*args, **kwargs)
+
+    return accepting_update_rate
+
+
+@_accepting_update_rate
 def batch_channel_norm(
     x: torch.Tensor,
     running_mean: torch.Tensor,
@@ -171,11 +197,11 @@ def batch_channel_norm(
     num_groups: int,
     training: bool,
     estimate: bool,
-    update_rate: float,
+    momentum: float,
     eps: float,
     process_group=None,
     synchronize: bool = False,
-    estimate_rule: str = 'authors',
+    estimate_rule: str = DEFAULT_ESTIMATE_RULE,
     phase: Phase = Phase.PLAIN,
     records: Optional[ForwardRecords] = None,
 ) -> torch.Tensor:
@@ -193,19 +219,23 @@ def batch_channel_norm(
         training: use and update batch statistics.
         estimate: micro-batch mode (normalize with the moved estimates, no gradient through
             them); else large-batch mode (batch statistics with gradients).
-        update_rate: r, the weight of the new batch statistics in the running statistics.
+        momentum: r, the weight of the new batch statistics in the running statistics (the
+            layer's ``momentum``; :mod:`.maths`, step 2): a number, or a 0-d tensor. Also
+            accepted as ``update_rate=``, its old name, with a FutureWarning, until mmbcn 0.2.
         eps: added to both variances inside the square root.
         process_group: the group whose global batch gives the statistics.
         synchronize: all-reduce the batch statistics over ``process_group``.
-        estimate_rule: ``'authors'`` or ``'batch_variance'`` (micro-batch mode only).
+        estimate_rule: ``'authors'`` or ``'batch_variance'`` (:func:`.maths.check_estimate_rule`;
+            used in micro-batch mode only).
         phase: what the call is to activation checkpointing (:mod:`.recompute`): ``RECORD``
             adds a record to ``records``, ``REPLAY`` takes one from it and moves nothing.
         records: the layer's :class:`~.recompute.ForwardRecords` (needed unless ``PLAIN``).
     """
     if phase is not Phase.PLAIN and records is None:
         raise ValueError(f'batch_channel_norm: phase {phase.name} needs the layer\'s records.')
-    settings = Settings(running_mean, running_var, num_groups, training, estimate, update_rate,
-                        eps, process_group, synchronize, estimate_rule, phase, records)
+    settings = Settings(running_mean, running_var, num_groups, training, estimate, momentum, eps,
+                        process_group, synchronize, check_estimate_rule(estimate_rule), phase,
+                        records)
     with torch.autocast(device_type=x.device.type, enabled=False):
         return BatchChannelNormFunction.apply(x, weight, bias, group_weight, group_bias,
                                               settings)

@@ -19,7 +19,9 @@ all positions of sample n (group norm). Everything follows from the per-(sample,
    ``S0 = sum_n M``, ``S1 = sum_n M m``, ``S2 = sum_n M (v + m^2)`` over the local batch (or
    all-reduced over the processes, for the global batch): ``mu_b = S1 / S0`` and
    ``var_b = S2 / S0 - mu_b^2`` (biased), in float64.
-2. The (mu, var) the batch stage uses (:func:`training_statistics`), under no gradient:
+2. The (mu, var) the batch stage uses (:func:`training_statistics`), under no gradient. r, the
+   update rate of the paper, is the layer's ``momentum`` (BatchNorm's name for it, which
+   ``batch_channel_norm`` and :class:`Settings` keep):
 
    * large-batch mode (``estimate=False``): ``(mu_b, var_b)``, with gradients through them; the
      running statistics move as BatchNorm's, ``running = (1 - r) running + r stat`` with the
@@ -39,11 +41,11 @@ all positions of sample n (group norm). Everything follows from the per-(sample,
        rs  = (var + eps)^-1/2,   s = w * rs,   t = b - mu * s          # batch stage: x*s + t
        my  = s * m + t,          vy = s^2 * v                          # moments of x*s + t
        mu_g = mean_k my,         d = my - mu_g
-       var_g = mean_k (vy + d^2),               r = (var_g + eps)^-1/2   # per (n, group)
-       A = s * r * gw,           B = (t - mu_g) * r * gw + gb
+       var_g = mean_k (vy + d^2),               rg = (var_g + eps)^-1/2  # per (n, group)
+       A = s * rg * gw,          B = (t - mu_g) * rg * gw + gb
 
    written centred on each row's mean, ``out = (x - m) * A + C`` with ``C = A m + B =
-   d * r * gw + gb`` (the output at the row mean): ``x - m`` is exact in float32 where
+   d * rg * gw + gb`` (the output at the row mean): ``x - m`` is exact in float32 where
    ``|m| >> std``, and C has no cancellation, so the output keeps float32's relative precision
    whatever the mean (``x * A + B`` loses ``|m| / std`` of it).
 
@@ -68,6 +70,7 @@ import torch
 from .recompute import ForwardRecords, Phase
 
 ESTIMATE_RULES = ('authors', 'batch_variance')
+DEFAULT_ESTIMATE_RULE = 'authors'  # the EstBN rule of the authors' release (step 2)
 FLOAT64 = torch.float64
 
 
@@ -89,11 +92,12 @@ class Settings:
     num_groups: int
     training: bool
     estimate: bool
-    update_rate: float  # r: a number, or a 0-d tensor (momentum=None)
+    momentum: float  # r (step 2 of the module doc): a number, or a 0-d tensor (the layer's
+    #                  momentum=None: a cumulative average, read on the device without a sync)
     eps: float
     process_group: Optional[object] = None
     synchronize: bool = False
-    estimate_rule: str = 'authors'
+    estimate_rule: str = DEFAULT_ESTIMATE_RULE
     # Activation checkpointing (:mod:`.recompute`): what this call is, and the layer's records.
     phase: Phase = Phase.PLAIN
     records: Optional[ForwardRecords] = None
@@ -135,19 +139,30 @@ def batch_statistics(sums: torch.Tensor):
     return mean, var, count
 
 
+def check_estimate_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`ESTIMATE_RULES`, else a ValueError that names them.
+
+    The one check, for the layer's constructor and for ``batch_channel_norm``.
+    """
+    if rule not in ESTIMATE_RULES:
+        raise ValueError(f'BCN: estimate_rule must be one of {ESTIMATE_RULES} (\'authors\' is the '
+                         f'authors\' released rule), got {rule!r}.')
+    return rule
+
+
 def estimate_target_variance(batch_mean: torch.Tensor, batch_var: torch.Tensor,
                              previous_mean: torch.Tensor, rule: str) -> torch.Tensor:
-    """v, the variance the micro-batch estimate moves towards (step 2 of the module doc)."""
-    if rule == 'authors':
-        return batch_var + (batch_mean - previous_mean.to(FLOAT64)).square()
+    """v, the variance the micro-batch estimate moves towards (step 2 of the module doc), by a
+    ``rule`` that passed :func:`check_estimate_rule`."""
     if rule == 'batch_variance':
         return batch_var
-    raise ValueError(f'BCN: estimate_rule must be one of {ESTIMATE_RULES}, got {rule!r}.')
+    return batch_var + (batch_mean - previous_mean.to(FLOAT64)).square()  # 'authors'
 
 
-def move_towards(buffer: torch.Tensor, target: torch.Tensor, rate) -> None:
-    """``buffer = (1 - rate) * buffer + rate * target`` in place (rate: a number or 0-d tensor)."""
-    buffer.mul_(1 - rate).add_(rate * target.to(buffer))
+def move_towards(buffer: torch.Tensor, target: torch.Tensor, momentum) -> None:
+    """``buffer = (1 - momentum) * buffer + momentum * target`` in place (momentum: r, a number
+    or a 0-d tensor)."""
+    buffer.mul_(1 - momentum).add_(momentum * target.to(buffer))
 
 
 @torch.no_grad()
@@ -159,17 +174,17 @@ def training_statistics(sums: torch.Tensor, settings: Settings,
     estimates, since the buffers change in place at the next step, maybe before this backward).
     """
     batch_mean, batch_var, count = batch_statistics(sums)
-    running_mean, running_var, rate = (settings.running_mean, settings.running_var,
-                                       settings.update_rate)
+    running_mean, running_var, momentum = (settings.running_mean, settings.running_var,
+                                           settings.momentum)
     if settings.estimate:
         target_var = estimate_target_variance(batch_mean, batch_var, running_mean,
                                               settings.estimate_rule)
-        move_towards(running_mean, batch_mean, rate)
-        move_towards(running_var, target_var, rate)
+        move_towards(running_mean, batch_mean, momentum)
+        move_towards(running_var, target_var, momentum)
         return BatchStatistics(running_mean.to(dtype, copy=True),
                                running_var.to(dtype, copy=True), count)
-    move_towards(running_mean, batch_mean, rate)
-    move_towards(running_var, batch_var * (count / (count - 1)), rate)
+    move_towards(running_mean, batch_mean, momentum)
+    move_towards(running_var, batch_var * (count / (count - 1)), momentum)
     return BatchStatistics(batch_mean.to(dtype), batch_var.to(dtype), count)
 
 
@@ -189,7 +204,7 @@ class CoefficientContext(NamedTuple):
     shift: torch.Tensor  # (1, G, K) t
     centered: torch.Tensor  # (N, G, K) d = my - mu_g
     group_shift: torch.Tensor  # (N, G, K) t - mu_g
-    rsqrt_group_var: torch.Tensor  # (N, G, 1) r
+    rsqrt_group_var: torch.Tensor  # (N, G, 1) rg
     weight: Optional[torch.Tensor]  # (1, G, K) w
     group_weight: Optional[torch.Tensor]  # (1, G, 1) gw
 
@@ -238,15 +253,15 @@ def coefficients(sample_mean: torch.Tensor, sample_var: torch.Tensor,
     group_mean = my.mean(dim=2, keepdim=True)
     d = my - group_mean
     group_var = torch.addcmul(v * s.square(), d, d).mean(dim=2, keepdim=True)
-    r = torch.rsqrt(group_var + eps)
+    rg = torch.rsqrt(group_var + eps)
     gw = per_channel(params.group_weight)
-    scaled_r = r if gw is None else r * gw
+    scaled_rg = rg if gw is None else rg * gw
     group_shift = t - group_mean
-    coeff_a = s * scaled_r
-    coeff_c = d * scaled_r
+    coeff_a = s * scaled_rg
+    coeff_c = d * scaled_rg
     if params.group_bias is not None:
         coeff_c = coeff_c + per_channel(params.group_bias)
-    ctx = CoefficientContext(m, v, mu, rs, s, t, d, group_shift, r, w, gw)
+    ctx = CoefficientContext(m, v, mu, rs, s, t, d, group_shift, rg, w, gw)
     out_dtype = sample_mean.dtype
     return coeff_a.reshape(n, c).to(out_dtype), coeff_c.reshape(n, c).to(out_dtype), ctx
 
@@ -257,26 +272,26 @@ def coefficients_backward(ctx: CoefficientContext, grad_a: torch.Tensor, grad_b:
     n, num_groups, k = ctx.sample_mean.shape
     grad_a = grad_a.to(FLOAT64).reshape(n, num_groups, k)
     grad_b = grad_b.to(FLOAT64).reshape(n, num_groups, k)
-    r, s = ctx.rsqrt_group_var, ctx.scale
-    # dL/d(r * gw) per (n, group), then through gw and r.
-    grad_scaled_r = (grad_a * s + grad_b * ctx.group_shift).sum(dim=2, keepdim=True)
+    rg, s = ctx.rsqrt_group_var, ctx.scale
+    # dL/d(rg * gw) per (n, group), then through gw and rg.
+    grad_scaled_rg = (grad_a * s + grad_b * ctx.group_shift).sum(dim=2, keepdim=True)
     grad_group_weight = grad_group_bias = None
     if has_group_bias:
         grad_group_bias = grad_b.sum(dim=(0, 2))
     if ctx.group_weight is not None:
-        grad_group_weight = (grad_scaled_r * r).sum(dim=(0, 2))
+        grad_group_weight = (grad_scaled_rg * rg).sum(dim=(0, 2))
         grad_a = grad_a * ctx.group_weight
         grad_b = grad_b * ctx.group_weight
-        grad_scaled_r = grad_scaled_r * ctx.group_weight
-    grad_group_var = -0.5 * r.pow(3) * grad_scaled_r
-    grad_group_mean = -r * grad_b.sum(dim=2, keepdim=True)
+        grad_scaled_rg = grad_scaled_rg * ctx.group_weight
+    grad_group_var = -0.5 * rg.pow(3) * grad_scaled_rg
+    grad_group_mean = -rg * grad_b.sum(dim=2, keepdim=True)
     # var_g = mean_k (vy + d^2) has no derivative through mu_g, since sum_k d = 0.
     grad_my = (2.0 / k) * grad_group_var * ctx.centered + grad_group_mean / k
     grad_vy = grad_group_var / k
     grad_m = s * grad_my
     grad_v = s.square() * grad_vy
-    grad_t = (grad_b * r + grad_my).sum(dim=0, keepdim=True)
-    grad_s = (grad_a * r + grad_my * ctx.sample_mean
+    grad_t = (grad_b * rg + grad_my).sum(dim=0, keepdim=True)
+    grad_s = (grad_a * rg + grad_my * ctx.sample_mean
               + 2.0 * s * grad_vy * ctx.sample_var).sum(dim=0, keepdim=True)
     grad_s = grad_s - ctx.channel_mean * grad_t
     grad_channel_mean = -s * grad_t

@@ -182,11 +182,11 @@ def _launch_shape(x: torch.Tensor, num_groups: int):
     return (num_groups,), dict(BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
 
 
-def _rate_arguments(update_rate, placeholder: torch.Tensor):
-    """``(update_rate, rate_ptr)`` for the forward kernel: a number, or a 0-d device tensor."""
-    if isinstance(update_rate, torch.Tensor):
-        return 0.0, update_rate.reshape(1)
-    return float(update_rate), placeholder
+def _momentum_arguments(momentum, placeholder: torch.Tensor):
+    """``(momentum, momentum_ptr)`` for the forward kernel: a number, or a 0-d device tensor."""
+    if isinstance(momentum, torch.Tensor):
+        return 0.0, momentum.reshape(1)
+    return float(momentum), placeholder
 
 
 def _flags(params: Params):
@@ -233,10 +233,10 @@ class TritonBackend:
             partials.first, partials.second, partials.num_segments, partials.segment_length,
             maths.positions_per_sample(x), partials.first if sums is None else sums,
             settings.running_mean, settings.running_var,
-            *_rate_arguments(settings.update_rate, sample_mean),
+            *_momentum_arguments(settings.momentum, sample_mean),
             *_pointers(params, sample_mean), sample_mean, sample_var, channel_mean, channel_var,
             coeff_a, coeff_c, n, c, c // settings.num_groups, settings.eps, STATS=stats.value,
-            RATE_FROM_POINTER=isinstance(settings.update_rate, torch.Tensor), **_flags(params),
+            MOMENTUM_FROM_POINTER=isinstance(settings.momentum, torch.Tensor), **_flags(params),
             **launch)
         count = None if sums is None else sums[0]
         saved = Saved(sample_mean, sample_var, channel_mean, channel_var, count)

@@ -220,11 +220,11 @@ def _batch_sums_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length,
 
 @triton.jit(do_not_specialize=['N', 'positions'])
 def _forward_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length, positions,
-                    sums_ptr, running_mean_ptr, running_var_ptr, update_rate, rate_ptr,
+                    sums_ptr, running_mean_ptr, running_var_ptr, momentum, momentum_ptr,
                     weight_ptr, bias_ptr, group_weight_ptr, group_bias_ptr,
                     sample_mean_ptr, sample_var_ptr, channel_mean_ptr, channel_var_ptr,
                     a_ptr, c_ptr, N, C, K, eps,
-                    STATS: tl.constexpr, RATE_FROM_POINTER: tl.constexpr,
+                    STATS: tl.constexpr, MOMENTUM_FROM_POINTER: tl.constexpr,
                     HAS_WEIGHT: tl.constexpr,
                     HAS_BIAS: tl.constexpr, HAS_GROUP_WEIGHT: tl.constexpr,
                     HAS_GROUP_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -233,8 +233,9 @@ def _forward_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length, po
     :func:`.maths.coefficients`: A, B, and the moments and statistics the backward reads.
 
     ``sums``: the (global) batch's [S0, S1, S2] in training (:func:`_batch_sums_kernel`, then
-    all-reduced when synchronizing). r is ``update_rate``, or ``rate_ptr[0]`` with
-    ``RATE_FROM_POINTER`` (``momentum=None``: a 0-d tensor on the device, read without a sync).
+    all-reduced when synchronizing). r is ``momentum``, or ``momentum_ptr[0]`` with
+    ``MOMENTUM_FROM_POINTER`` (the layer's ``momentum=None``: a 0-d tensor on the device, read
+    without a sync).
     """
     group = tl.program_id(0)
     row, channel, channel_mask, mask = _tile(group, N, C, K, BLOCK_N, BLOCK_K)
@@ -248,8 +249,8 @@ def _forward_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length, po
     channel_mean = running_mean.to(tl.float64)
     channel_var = running_var.to(tl.float64)
     if STATS != GIVEN:
-        if RATE_FROM_POINTER:
-            update_rate = tl.load(rate_ptr).to(tl.float64)
+        if MOMENTUM_FROM_POINTER:
+            momentum = tl.load(momentum_ptr).to(tl.float64)
         count = tl.load(sums_ptr)
         first = tl.load(sums_ptr + 1 + channel, mask=channel_mask, other=0.0)
         second = tl.load(sums_ptr + 1 + C + channel, mask=channel_mask, other=0.0)
@@ -261,10 +262,10 @@ def _forward_kernel(mean_part_ptr, m2_part_ptr, num_segments, segment_length, po
             target_var = batch_var + (batch_mean - channel_mean) * (batch_mean - channel_mean)
         else:  # ESTIMATE_BATCH_VARIANCE
             target_var = batch_var
-        running_mean = ((1.0 - update_rate) * channel_mean
-                        + update_rate * batch_mean).to(running_mean.dtype)
-        running_var = ((1.0 - update_rate) * channel_var
-                       + update_rate * target_var).to(running_var.dtype)
+        running_mean = ((1.0 - momentum) * channel_mean
+                        + momentum * batch_mean).to(running_mean.dtype)
+        running_var = ((1.0 - momentum) * channel_var
+                       + momentum * target_var).to(running_var.dtype)
         if STATS == BATCH:
             channel_mean = batch_mean.to(tl.float32).to(tl.float64)
             channel_var = batch_var.to(tl.float32).to(tl.float64)
@@ -326,18 +327,18 @@ def _backward_kernel(centered_part_ptr, sum_part_ptr, num_segments, positions,
     grad_b = _sum_partials(sum_part_ptr, row, mask, num_segments)
     grad_a = _sum_partials(centered_part_ptr, row, mask, num_segments) + sample_mean * grad_b
     group_shift = shift[None, :] - group_mean[:, None]
-    grad_scaled_r = tl.sum(grad_a * scale[None, :] + grad_b * group_shift, 1)
+    grad_scaled_rg = tl.sum(grad_a * scale[None, :] + grad_b * group_shift, 1)
     if HAS_GROUP_BIAS:
         tl.store(grad_group_bias_ptr + group, tl.sum(tl.sum(grad_b, 1), 0).to(tl.float32))
     if HAS_GROUP_WEIGHT:
         tl.store(grad_group_weight_ptr + group,
-                 tl.sum(grad_scaled_r * rsqrt_group_var, 0).to(tl.float32))
+                 tl.sum(grad_scaled_rg * rsqrt_group_var, 0).to(tl.float32))
         group_weight = tl.load(group_weight_ptr + group).to(tl.float64)
         grad_a *= group_weight
         grad_b *= group_weight
-        grad_scaled_r *= group_weight
+        grad_scaled_rg *= group_weight
     cube = rsqrt_group_var * rsqrt_group_var * rsqrt_group_var
-    grad_group_var = -0.5 * cube * grad_scaled_r
+    grad_group_var = -0.5 * cube * grad_scaled_rg
     grad_group_mean = -rsqrt_group_var * tl.sum(grad_b, 1)
     # var_g = mean_k (vy + d^2) has no derivative through mu_g, since sum_k d = 0.
     grad_moved_mean = tl.where(mask, (2.0 / K) * grad_group_var[:, None] * centered

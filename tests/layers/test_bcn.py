@@ -143,9 +143,9 @@ def test_micro_batch_one_sample_1x1_and_no_gradient_through_statistics(mode):
     torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
 
     through = x64.detach().clone().requires_grad_()
-    values, rate = through.reshape(-1), layer.momentum
+    values, r = through.reshape(-1), layer.momentum
     target = (values - mean) ** 2 if layer.estimate_rule == 'authors' else 0 * values
-    moved_mean, moved_var = (1 - rate) * mean + rate * values, (1 - rate) * var + rate * target
+    moved_mean, moved_var = (1 - r) * mean + r * values, (1 - r) * var + r * target
     y = batch_stage(through, moved_mean, moved_var, params['weight'], params['bias'], layer.eps)
     out_through = channel_stage(y, 2, params['group_weight'], params['group_bias'], layer.eps)
     (out_through * upstream).sum().backward()

@@ -18,20 +18,21 @@ def population(seed=0):
     return mean, std
 
 
-def train_on_stream(layer, steps, rate_of_step, images=1, size=1, seed=1):
-    """Feed ``steps`` micro-batches drawn from :func:`population`; r from ``rate_of_step``."""
+def train_on_stream(layer, steps, momentum_of_step, images=1, size=1, seed=1):
+    """Feed ``steps`` micro-batches drawn from :func:`population`; r from ``momentum_of_step``."""
     mean, std = population()
     generator = torch.Generator().manual_seed(seed)
     for step in range(steps):
-        layer.momentum = rate_of_step(step)
+        layer.momentum = momentum_of_step(step)
         noise = torch.randn(images, CHANNELS, size, size, generator=generator, dtype=torch.float64)
         layer(mean.reshape(1, -1, 1, 1) + std.reshape(1, -1, 1, 1) * noise)
     return std.square()
 
 
-def hook_rate(rate=0.1):
+def hook_momentum(rate=0.1):
+    """The hook's r (each layer's ``momentum``) of a step, under ``policy='constant'``."""
     hook = BCNUpdateRateHook(policy='constant', rate=rate)
-    return lambda step: hook.update_rate(step, lr=1.0)
+    return lambda step: hook.momentum_at(step, lr=1.0)
 
 
 def test_one_value_per_channel_estimates_the_population_variance():
@@ -40,7 +41,7 @@ def test_one_value_per_channel_estimates_the_population_variance():
     # in the steady state that is var * (1 + r / (2 - r)) on average (the estimate of the mean
     # itself fluctuates), 1.053x at r = 0.1, and the typical channel is within a few percent.
     layer = BatchChannelNorm2d(CHANNELS, 32, estimate=True).double()
-    true_var = train_on_stream(layer, 100, hook_rate(0.1))
+    true_var = train_on_stream(layer, 100, hook_momentum(0.1))
     ratio = layer.running_var / true_var
     steady_state_bias = 1 + 0.1 / (2 - 0.1)
     assert ratio.mean().item() == pytest.approx(steady_state_bias, rel=0.05)
@@ -51,7 +52,7 @@ def test_batch_variance_rule_collapses_with_one_value_per_channel():
     # The comparison rule: one value per channel has batch variance 0, and so does the estimate
     # after the warm start's r = 1 (normalizing by sqrt(eps) from then on).
     layer = BatchChannelNorm2d(CHANNELS, 32, estimate=True, estimate_rule='batch_variance')
-    train_on_stream(layer.double(), 100, hook_rate(0.1))
+    train_on_stream(layer.double(), 100, hook_momentum(0.1))
     assert layer.running_var.abs().max().item() == 0.0
 
 
@@ -61,9 +62,9 @@ def test_one_image_of_many_positions_per_micro_batch(rule, expected_ratio):
     # is 1.25; one image's own variance is 1, so the batch-variance rule settles at 0.8x.
     generator = torch.Generator().manual_seed(3)
     layer = BatchChannelNorm2d(64, 8, estimate=True, estimate_rule=rule).double()
-    rate = hook_rate(0.1)
+    momentum_of_step = hook_momentum(0.1)
     for step in range(100):
-        layer.momentum = rate(step)
+        layer.momentum = momentum_of_step(step)
         image_mean = 2.0 + 0.5 * torch.randn(1, 64, 1, 1, generator=generator,
                                              dtype=torch.float64)
         layer(image_mean + torch.randn(1, 64, 16, 16, generator=generator, dtype=torch.float64))
@@ -74,10 +75,10 @@ def test_one_image_of_many_positions_per_micro_batch(rule, expected_ratio):
 def two_steps_with_warm_start(layer, seed=5):
     """Two micro-batches of mean 5, std 1 with the hook's warm start; the running var after each."""
     generator = torch.Generator().manual_seed(seed)
-    rate = hook_rate(0.1)
+    momentum_of_step = hook_momentum(0.1)
     seen = []
     for step in range(2):
-        layer.momentum = rate(step)
+        layer.momentum = momentum_of_step(step)
         x = 5.0 + torch.randn(2, 16, 8, 8, generator=generator, dtype=torch.float64)
         out = layer(x)
         assert torch.isfinite(out).all()
@@ -108,7 +109,7 @@ def test_warm_start_with_one_value_per_channel_never_divides_by_sqrt_eps():
     # Fresh buffers, one image of 1x1 maps: step 0's variance is x^2 (the spread around 0),
     # not the 0 of the batch-variance rule, so the input gradient stays of the order of 1 / |x|.
     layer = BatchChannelNorm2d(16, 4, estimate=True)
-    layer.momentum = hook_rate()(0)
+    layer.momentum = hook_momentum()(0)
     x = (torch.rand(1, 16, 1, 1) + 0.5).requires_grad_()
     layer(x).square().sum().backward()
     torch.testing.assert_close(layer.running_var, x.detach().reshape(-1).square())
@@ -122,10 +123,10 @@ def test_momentum_none_in_micro_batch_mode_restarts_the_average_at_the_second_st
     params = {name: getattr(layer, name).detach() for name in
               ('weight', 'bias', 'group_weight', 'group_bias')}
     generator = torch.Generator().manual_seed(9)
-    for rate in (1.0, 1.0, 1 / 2, 1 / 3):
+    for momentum in (1.0, 1.0, 1 / 2, 1 / 3):
         x = torch.randn(2, 8, 3, 3, generator=generator, dtype=torch.float64) * 2 + 1
         out = layer(x)
-        expected, mean, var = bcn_reference(x, params, 2, 'micro', mean, var, rate)
+        expected, mean, var = bcn_reference(x, params, 2, 'micro', mean, var, momentum)
         torch.testing.assert_close(out, expected)
     torch.testing.assert_close(layer.running_mean, mean)
     torch.testing.assert_close(layer.running_var, var)

@@ -22,16 +22,16 @@ from mmbcn.ops import triton_kernels as kernels  # noqa: E402
 
 HOPPER = GPUTarget('cuda', 90, 32)
 # Argument types other than the defaults (pointers to float32, 32-bit ints).
-FLOATS = {'eps': 'fp32', 'update_rate': 'fp32'}
-FLOAT64_POINTERS = ('sums_ptr', 'rate_ptr', 'grad_channel_mean_ptr', 'grad_channel_var_ptr')
+FLOATS = {'eps': 'fp32', 'momentum': 'fp32'}
+FLOAT64_POINTERS = ('sums_ptr', 'momentum_ptr', 'grad_channel_mean_ptr', 'grad_channel_var_ptr')
 AFFINE = dict(HAS_WEIGHT=True, HAS_BIAS=True, HAS_GROUP_WEIGHT=True, HAS_GROUP_BIAS=True)
 NO_AFFINE = {name: False for name in AFFINE}
 SMALL, LARGE = dict(BLOCK_N=2, BLOCK_K=8), dict(BLOCK_N=16, BLOCK_K=512)
 
 CASES = [
-    *[(kernels._forward_kernel, dict(STATS=stats, RATE_FROM_POINTER=False, **AFFINE, **SMALL))
+    *[(kernels._forward_kernel, dict(STATS=stats, MOMENTUM_FROM_POINTER=False, **AFFINE, **SMALL))
       for stats in (0, 1, 2, 3)],
-    (kernels._forward_kernel, dict(STATS=2, RATE_FROM_POINTER=True, **NO_AFFINE, **LARGE)),
+    (kernels._forward_kernel, dict(STATS=2, MOMENTUM_FROM_POINTER=True, **NO_AFFINE, **LARGE)),
     (kernels._backward_kernel, dict(**AFFINE, **SMALL)),
     (kernels._backward_kernel, dict(**NO_AFFINE, **LARGE)),
     (kernels._batch_sums_kernel, SMALL),

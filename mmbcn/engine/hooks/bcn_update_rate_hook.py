@@ -1,16 +1,21 @@
-"""An MMEngine hook that schedules the update rate r of BCN's estimated statistics."""
+"""An MMEngine hook that schedules the update rate r (each BCN layer's ``momentum``) of BCN's
+estimated statistics."""
+
+import warnings
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from ...layers.bcn import BatchChannelNorm2d
+from ...utils.deprecation import REMOVED_IN
 
 POLICIES = ('constant', 'lr')
 
 
 @HOOKS.register_module()
 class BCNUpdateRateHook(Hook):
-    """Set the update rate r of every micro-batch-mode BCN layer before each training iteration.
+    """Set ``momentum`` (r, the update rate) of every micro-batch-mode BCN layer before each
+    training iteration.
 
     Policies, for training iteration t (``runner.iter``)::
 
@@ -49,7 +54,8 @@ class BCNUpdateRateHook(Hook):
 
     Args:
         policy: ``'constant'`` or ``'lr'``.
-        rate: r for ``'constant'``; r at the base learning rate for ``'lr'``.
+        rate: sets each layer's ``momentum`` (= r): r for ``'constant'``; r at the base learning
+            rate for ``'lr'``.
         min_rate: lower bound of r.
         warm_start: apply the ``1 / max(t, 1)`` floor.
         include_large_batch: also set ``momentum`` of large-batch-mode BCN layers.
@@ -81,20 +87,27 @@ class BCNUpdateRateHook(Hook):
                 '(estimate=True); the hook does nothing. Set estimate=True in norm_cfg, or '
                 'include_large_batch=True.')
 
-    def update_rate(self, iteration: int, lr: float) -> float:
-        """r for training iteration ``iteration`` at learning rate ``lr``."""
-        rate = self.rate
+    def momentum_at(self, iteration: int, lr: float) -> float:
+        """The layers' ``momentum`` (r) for training iteration ``iteration`` at learning rate
+        ``lr``."""
+        momentum = self.rate
         if self.policy == 'lr':
-            rate = self.rate * lr / self.base_lr if self.base_lr else self.rate
+            momentum = self.rate * lr / self.base_lr if self.base_lr else self.rate
         if self.warm_start:
-            rate = max(rate, 1.0 / max(iteration, 1))
-        return min(max(rate, self.min_rate), 1.0)
+            momentum = max(momentum, 1.0 / max(iteration, 1))
+        return min(max(momentum, self.min_rate), 1.0)
+
+    def update_rate(self, iteration: int, lr: float) -> float:
+        """:meth:`momentum_at`'s name in mmbcn 0.1; works, with a FutureWarning, until 0.2."""
+        warnings.warn(f'BCNUpdateRateHook.update_rate is now BCNUpdateRateHook.momentum_at; the '
+                      f'old name works until {REMOVED_IN}.', FutureWarning, stacklevel=2)
+        return self.momentum_at(iteration, lr)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        rate = self.update_rate(runner.iter, _current_lr(runner))
+        momentum = self.momentum_at(runner.iter, _current_lr(runner))
         for layer in self._layers(runner):
-            layer.momentum = rate
-        runner.message_hub.update_scalar('train/bcn_update_rate', rate)
+            layer.momentum = momentum
+        runner.message_hub.update_scalar('train/bcn_update_rate', momentum)
 
     def _layers(self, runner):
         return [

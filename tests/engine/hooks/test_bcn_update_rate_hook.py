@@ -26,7 +26,8 @@ class TinyNet(BaseModel):
 
 
 class RecordRate(Hook):
-    """Records (lr, r seen by the layer) when the layer runs: after the BCN hook has acted."""
+    """Records (iteration, lr, the layer's momentum r) when the layer runs: after the BCN hook
+    has acted."""
 
     priority = 'LOWEST'
 
@@ -61,8 +62,8 @@ def test_lr_policy_follows_the_learning_rate(tmp_path):
     runner.register_hook(recorder)
     runner.train()
     assert len(recorder.seen) == 8
-    for _, lr, rate in recorder.seen:
-        assert rate == pytest.approx(0.2 * lr / 0.1)
+    for _, lr, momentum in recorder.seen:
+        assert momentum == pytest.approx(0.2 * lr / 0.1)
     assert {round(r, 6) for _, _, r in recorder.seen} == {0.2, 0.02}
     assert runner.message_hub.get_scalar('train/bcn_update_rate').current() == pytest.approx(0.02)
 
@@ -70,14 +71,25 @@ def test_lr_policy_follows_the_learning_rate(tmp_path):
 @pytest.mark.mmcv_ops
 @pytest.mark.slow
 def test_constant_policy_with_warm_start(tmp_path):
-    runner = make_runner(tmp_path, dict(type='BCNUpdateRateHook', policy='constant', rate=0.1))
+    # rate=0.3: the warm start's floor 1/t is above it until iteration 3 and below it from
+    # iteration 4, where the learning rate drops tenfold: r must stay 0.3 ('lr' would give 0.03,
+    # floored at 1/t).
+    runner = make_runner(tmp_path, dict(type='BCNUpdateRateHook', policy='constant', rate=0.3))
     recorder = RecordRate()
     runner.register_hook(recorder)
     runner.train()
-    rates = [r for _, _, r in recorder.seen]
-    assert rates == pytest.approx([1.0, 1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 5, 1 / 6, 1 / 7])
+    assert [lr for _, lr, _ in recorder.seen] == pytest.approx([0.1] * 4 + [0.01] * 4)
+    momenta = [r for _, _, r in recorder.seen]
+    assert momenta == pytest.approx([1.0, 1.0, 1 / 2, 1 / 3, 0.3, 0.3, 0.3, 0.3])
+    assert runner.message_hub.get_scalar('train/bcn_update_rate').current() == pytest.approx(0.3)
+
+
+def test_momentum_at_and_its_old_name():
     hook = BCNUpdateRateHook(policy='constant', rate=0.1)
-    assert hook.update_rate(100, lr=1.0) == pytest.approx(0.1)
+    assert hook.momentum_at(100, lr=1.0) == pytest.approx(0.1)
+    assert hook.momentum_at(3, lr=1.0) == pytest.approx(1 / 3)  # the warm start's floor
+    with pytest.warns(FutureWarning, match='momentum_at'):
+        assert hook.update_rate(100, lr=1.0) == hook.momentum_at(100, lr=1.0)
 
 
 def test_bad_policy_is_a_clear_error():
