@@ -105,3 +105,17 @@ study-pretrained: setup
 	$(PYTHON) tools/norm_study.py $(STUDY_CONFIG) --pretrain $(STUDY_PRETRAIN) \
 		--norms bn syncbn gn gn-ws bcn-ws gn-pn \
 		--seeds 0 1 2 --gpus 2 --work-dir work_dirs/study-pretrained
+
+# study-long: the default task from scratch on a 5x longer schedule (600 iterations, the poly
+# schedule stretched with it, mIoU every 100), gn-ws against bcn-ws: does BCN+WS's gap to GN+WS
+# shrink, hold or grow with training? LONG_SEEDS=0 for one seed (about 11 minutes on 2 cores).
+LONG_SEEDS ?= 0 1 2
+
+.PHONY: study-long
+
+study-long: setup
+	$(STUDY_DATA)
+	$(PYTHON) tools/norm_study.py $(STUDY_CONFIG) --norms gn-ws bcn-ws --seeds $(LONG_SEEDS) \
+		--gpus 2 --stats-interval 25 --work-dir work_dirs/study-long --cfg-options \
+		train_cfg.max_iters=600 train_cfg.val_interval=100 param_scheduler.0.end=600 \
+		default_hooks.checkpoint.interval=600 default_hooks.logger.interval=25
