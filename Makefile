@@ -108,7 +108,8 @@ study-pretrained: setup
 
 # study-long: the default task from scratch on a 5x longer schedule (600 iterations, the poly
 # schedule stretched with it, mIoU every 100), gn-ws against bcn-ws: does BCN+WS's gap to GN+WS
-# shrink, hold or grow with training? LONG_SEEDS=0 for one seed (about 11 minutes on 2 cores).
+# shrink, hold or grow with training? LONG_SEEDS=0 for one seed (16 min 24 s measured on a
+# shared 2-core VM).
 LONG_SEEDS ?= 0 1 2
 
 .PHONY: study-long
