@@ -16,8 +16,9 @@ What ``import mmbcn`` does not register, a config that uses it imports itself
 (``mmbcn.models.backbones.mmdet_resnet``, ``.mmseg_resnet``, ``.mmpretrain_resnet``: each imports
 its toolbox), the ImageNet dataset with its class-folder check
 (``mmbcn.datasets.checked_imagenet``) and the study's pooling head
-(``mmbcn.study.pool_norm_head``). ``custom_imports=dict(imports=['mmbcn'])`` is all the other
-configs need.
+(``mmbcn.models.decode_heads.pool_norm_aspp_head``); the study's fine-tuning configs import its
+strict backbone loading hook (``mmbcn.study.pretrained``). ``custom_imports=dict(imports=
+['mmbcn'])`` is all the other configs need.
 
 It needs MMEngine and mmcv of either OpenMMLab family (upstream or onedl), which it does not
 install itself: :mod:`mmbcn.openmmlab_family` checks them first and names the install command

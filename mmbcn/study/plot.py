@@ -8,13 +8,9 @@ and the others the fine-tuning.
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import matplotlib
-
-matplotlib.use('Agg')  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .runs import LOSS_KEY, RunResult  # noqa: E402
-from .table import ELIMINATED_KEY  # noqa: E402
+from ..utils.figures import new_figure, save_png
+from .runs import LOSS_KEY, RunResult
+from .table import ELIMINATED_KEY
 
 
 def seed_band(curves: Sequence[Sequence[Sequence[float]]]
@@ -44,7 +40,8 @@ def write_summary_png(results: Sequence[RunResult], presets: Sequence[str], metr
         panels = [(pretrain_results, 'metric', f'pretraining {pretrain_label}', 1.0),
                   *[(runs, key, f'fine-tuning {title}', scale)
                     for runs, key, title, scale in panels]]
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.6))
+    figure = new_figure(figsize=(5.4 * len(panels), 4.6))
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
     failed: Dict[str, str] = {}
     for index, preset in enumerate(presets):
         if not any(r.preset == preset and r.status == 'ok' for r in results):
@@ -69,6 +66,4 @@ def write_summary_png(results: Sequence[RunResult], presets: Sequence[str], metr
     figure.suptitle(heading + (f'\nnot drawn: {note}' if note else '') +
                     '\nlines: mean over seeds; bands: min-max over seeds')
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_png(figure, path)

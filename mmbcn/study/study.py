@@ -27,13 +27,13 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import HOOKS
 
-from ..utils.config_files import config_scope, resolve_config
+from ..utils.config_files import build_model, config_scope, resolve_config
 from .errors import StudyInputError
 from .plot import write_summary_png
 from .presets import Preset, get_presets
 from .pretrained import hook_cfg, key_mismatch, write_pretrained_backbone
 from .runs import RunResult, last_checkpoint, skipped, train_once
-from .swap import STATS_HOOK, Swap, build_model, count_layers, swap_config
+from .swap import STATS_HOOK, Swap, count_layers, swap_config
 from .table import format_table, summarize_all
 
 # scope: (scalar key, label, scale to the table's unit)

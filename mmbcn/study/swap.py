@@ -28,17 +28,15 @@ Every change is recorded, key by key, in the returned :class:`Swap`.
 """
 
 import copy
-import importlib
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
-from mmengine.utils import import_modules_from_strings
 from torch import nn
 
 from ..layers import BatchChannelNorm2d, WSConv2d
 from ..layers.proxy_norm import ProxyNormAct
+from ..utils.config_files import build_model
 from .errors import StudyInputError
 from .presets import RATE_HOOK, Preset, bcn_micro_batch
 
@@ -300,17 +298,6 @@ def swap_config(cfg: Config, preset: Preset, gpus: int, stats_interval: int = 0,
     _swap_hooks(swap, preset, micro_batch, stats_interval)
     _swap_logging(swap, record)
     return swap
-
-
-def build_model(cfg: Config) -> nn.Module:
-    """The config's model, built as each run's Runner builds it: the config's ``custom_imports``
-    first (a swap may add some: the Proxy-Normalization backbones, the Revisiting-BN recipe),
-    in its default scope."""
-    imports = cfg.get('custom_imports')
-    if imports:
-        import_modules_from_strings(**imports)
-    init_default_scope(cfg.default_scope)
-    return importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(cfg.model)
 
 
 def count_layers(model: nn.Module) -> dict:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from statistics import mean
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..utils.tables import markdown_table
 from .runs import RunResult
 
 ELIMINATED_KEY = 'norm/eliminated_fraction'
@@ -119,13 +120,14 @@ def format_table(summaries: Dict[str, PresetSummary], descriptions: Dict[str, st
     """The Markdown table with the lines that say how to read it; with ``pretrain_label``
     (the pretrained protocol) a column of the pretraining's final metric."""
     percent = f'{reference["fraction"] * 100:.0f}%' if reference else 'a fraction'
-    pretrain_column = (f' pretraining {pretrain_label}, mean (min-max) (pretrainings '
-                       f'finished) |' if pretrain_label else '')
-    lines = [
-        f'| norm | what | BCN mode |{pretrain_column} runs finished | final {metric_label}, '
-        f'mean (min-max) | iterations to {percent} of best (runs reaching it) | eliminated '
-        f'channels % at the first measure | ... at the last measure | failure |',
-        '|---|---|---|' + ('---:|' if pretrain_label else '') + '---:|---:|---:|---:|---:|---|']
+    header = ['norm', 'what', 'BCN mode']
+    if pretrain_label:
+        header.append(f'pretraining {pretrain_label}, mean (min-max) (pretrainings finished)')
+    header += ['runs finished', f'final {metric_label}, mean (min-max)',
+               f'iterations to {percent} of best (runs reaching it)',
+               'eliminated channels % at the first measure', '... at the last measure',
+               'failure']
+    rows = []
     for name, s in summaries.items():
         steps = f'{s.steps_to_target:.0f} ({s.reached_target}/{s.finished})' \
             if s.steps_to_target is not None else ('not reached' if s.finished else '-')
@@ -133,13 +135,14 @@ def format_table(summaries: Dict[str, PresetSummary], descriptions: Dict[str, st
         if s.skipped:
             failure += (f' ({s.skipped} seed(s) not run: the first failed before its first '
                         f'logged iteration)')
-        pretrained = (f' {_cell(s.pretrain_metric, 1)} ({s.pretrain_finished}/'
-                      f'{s.pretrain_runs}) |' if pretrain_label else '')
-        lines.append(
-            f'| {name} | {descriptions[name]} | {modes.get(name) or "-"} |{pretrained} '
-            f'{s.finished}/{s.runs} '
-            f'| {_cell(s.final_metric, 1)} | {steps} | {_cell(s.eliminated_first, 1, 100)} '
-            f'| {_cell(s.eliminated_last, 1, 100)} | {failure} |')
+        row = [name, descriptions[name], modes.get(name) or '-']
+        if pretrain_label:
+            row.append(f'{_cell(s.pretrain_metric, 1)} ({s.pretrain_finished}/'
+                       f'{s.pretrain_runs})')
+        rows.append(row + [f'{s.finished}/{s.runs}', _cell(s.final_metric, 1), steps,
+                           _cell(s.eliminated_first, 1, 100), _cell(s.eliminated_last, 1, 100),
+                           failure])
+    lines = [markdown_table(header, rows, right_aligned=range(3, len(header) - 1))]
     if reference:
         lines.append(
             f'\nBest {metric_label}: {reference["value"]:.1f} ({reference["preset"]}, seed '

@@ -22,7 +22,7 @@ from mmbcn.study.pretrained import (
     write_pretrained_backbone,
 )
 from mmbcn.study.study import finetune_config
-from mmbcn.study.swap import build_model
+from mmbcn.utils.config_files import build_model
 
 pytestmark = pytest.mark.mmcv_ops  # builds mmseg models
 

@@ -19,6 +19,7 @@ MOVED = {
     'mmbcn.engine.norm_statistics_hook': 'mmbcn.engine.hooks.norm_statistics_hook',
     'mmbcn.commands.random_state': 'mmbcn.engine.hooks.random_state_hook',
     'mmbcn.layers.residual_zero_init': 'mmbcn.models.residual_zero_init',
+    'mmbcn.study.pool_norm_head': 'mmbcn.models.decode_heads.pool_norm_aspp_head',
 }
 
 
