@@ -34,9 +34,9 @@ def test_the_tool_writes_a_checkpoint_the_backbone_loads_strictly(tmp_path):
 
 def test_the_report_counts_what_a_bn_checkpoint_leaves_fresh(tmp_path):
     from mmdet.registry import MODELS
-    from mmengine.registry import init_default_scope
-    init_default_scope('mmdet')
-    bn = MODELS.build(dict(type='ResNet', depth=50, norm_cfg=dict(type='BN')))
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):  # no global scope left behind
+        bn = MODELS.build(dict(type='ResNet', depth=50, norm_cfg=dict(type='BN')))
     path = tmp_path / 'bn.pth'
     torch.save(bn.state_dict(), path)
     result = run(path, '--report', '--arch', 'resnet50')

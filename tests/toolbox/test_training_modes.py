@@ -22,6 +22,7 @@ from mmbcn_testing.plain_run import (
     twin,
 )
 from mmengine.optim import OptimWrapper
+from mmengine.registry import DefaultScope
 from mmengine.runner import turn_on_activation_checkpointing
 
 from mmbcn import BatchChannelNorm2d
@@ -52,7 +53,8 @@ def resnet(toolbox, kind='ResNet', estimate=True, **kwargs):
     if toolbox == 'mmpretrain':
         cfg.setdefault('out_indices', (0, 1, 2, 3))
     torch.manual_seed(0)
-    model = registry.MODELS.build(dict(type=kind, depth=18, **cfg))
+    with DefaultScope.overwrite_default_scope(toolbox):  # whatever scope an earlier test left
+        model = registry.MODELS.build(dict(type=kind, depth=18, **cfg))
     model.init_weights()
     model.double().train()  # mmdet's ResNet.train() returns None
     return model
