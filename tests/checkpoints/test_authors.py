@@ -83,9 +83,10 @@ def test_truncated_file_is_a_clear_error(authors_checkpoint, tmp_path):
 ])
 def test_converted_checkpoint_loads_into_the_backbones_of_our_configs(authors_checkpoint,
                                                                        tmp_path, config):
-    from mmbcn_testing.models import build_model
     from mmbcn_testing.paths import ROOT
     from mmengine.config import Config
+
+    from mmbcn.utils.config_files import build_model
     _, path = authors_checkpoint
     convert_file(str(path), str(tmp_path / 'converted.pth'), 'resnet50')
     backbone = build_model(Config.fromfile(f'{ROOT}/{config}')).backbone

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 import torch
-from mmbcn_testing.models import build_model
 from mmbcn_testing.paths import ROOT
 from mmengine.config import Config
 
 from mmbcn.datasets import ensure_demo_data
+from mmbcn.utils.config_files import build_model
 
 pytestmark = pytest.mark.slow  # starts processes or trains
 

@@ -20,10 +20,10 @@ SEG_CONFIG = osp.join(
 def test_sync_bn_keeps_bcn_and_converts_plain_bn(implementation):
     """``sync_bn='torch'`` / ``'mmcv'`` (MMEngine converts every _BatchNorm) leaves BCN a
     synchronized BCN and makes a plain BN the implementation's SyncBN."""
-    from mmbcn_testing.models import build_model
     from mmengine.model import convert_sync_batchnorm
 
     from mmbcn import BatchChannelNorm2d
+    from mmbcn.utils.config_files import build_model
 
     args = cli.train_parser().parse_args(
         [BCN_CONFIG, '--cfg-options', f'sync_bn={implementation}'])

@@ -3,7 +3,6 @@
 import pytest
 import torch
 from mmbcn_testing.bcn_cases import randomize_bcn
-from mmbcn_testing.models import build_model
 from mmbcn_testing.paths import ROOT
 from mmengine.config import Config
 from mmengine.structures import InstanceData
@@ -11,6 +10,7 @@ from torch import nn
 
 from mmbcn import BatchChannelNorm2d, WSConv2d
 from mmbcn.deploy import ChannelAffineGroupNorm, deploy_model
+from mmbcn.utils.config_files import build_model
 
 DET_CONFIG = f'{ROOT}/configs/mask_rcnn/mask-rcnn_r50_fpn_bcn-ws_8xb2-1x_coco.py'
 SEG_CONFIG = f'{ROOT}/configs/deeplabv3/deeplabv3_r50-d8_bcn-ws_8xb2-20k_voc12aug-512x512.py'

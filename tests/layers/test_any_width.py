@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from mmbcn_testing.models import build_model
 from mmengine.config import Config
 from mmengine.hub import get_config
 
 from mmbcn import BatchChannelNorm2d
+from mmbcn.utils.config_files import build_model
 
 BCN = dict(type='BCN', num_groups=32, estimate=True, requires_grad=True)
 ZOO = {

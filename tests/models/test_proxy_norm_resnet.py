@@ -7,7 +7,6 @@ import os.path as osp
 
 import pytest
 import torch
-from mmbcn_testing.models import build_model
 from mmbcn_testing.paths import ROOT
 from mmbcn_testing.short_training import train_briefly
 from mmengine.config import Config
@@ -18,6 +17,7 @@ import mmbcn.models.backbones.mmdet_resnet  # noqa: F401  (registers the PN ResN
 import mmbcn.models.backbones.mmpretrain_resnet  # noqa: F401
 import mmbcn.models.backbones.mmseg_resnet  # noqa: F401
 from mmbcn.layers.proxy_norm import NormProxyAct
+from mmbcn.utils.config_files import build_model
 
 TOOLBOXES = ('mmdet', 'mmseg', 'mmpretrain')
 GN = dict(type='GN', num_groups=8, requires_grad=True)

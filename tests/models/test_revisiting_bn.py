@@ -6,7 +6,6 @@ import os.path as osp
 
 import pytest
 import torch
-from mmbcn_testing.models import build_model
 from mmbcn_testing.paths import ROOT
 from mmbcn_testing.short_training import train_briefly
 from mmengine.config import Config
@@ -18,6 +17,7 @@ import mmbcn.models  # noqa: F401  (registers RevisitingBNInit, InputNormDataPre
 from mmbcn.engine.optimizers import is_scale
 from mmbcn.layers import BatchChannelNorm2d
 from mmbcn.models import InputBatchNorm, InputNormDataPreprocessor, revisiting_bn_init
+from mmbcn.utils.config_files import build_model
 
 CONFIGS = osp.join(ROOT, 'configs', 'revisiting_bn')
 SEG = osp.join(CONFIGS, 'deeplabv3_r18-d8_bn-rbn_2xb2-demo-shapes.py')

@@ -27,7 +27,6 @@ from itertools import islice
 import numpy as np
 import pytest
 import torch
-from mmbcn_testing.models import build_model
 from mmbcn_testing.paths import ROOT
 from mmcv.cnn import fuse_conv_bn
 from mmdet.structures import DetDataSample
@@ -40,6 +39,7 @@ from torch import nn
 
 from mmbcn import BatchChannelNorm2d, WSConv2d
 from mmbcn.datasets import ensure_demo_data
+from mmbcn.utils.config_files import build_model
 
 pytestmark = pytest.mark.slow  # starts processes or trains
 

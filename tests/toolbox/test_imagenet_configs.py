@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 import torch
-from mmbcn_testing.models import build_model
 from mmbcn_testing.paths import ROOT
 from mmengine.config import Config
 from torch import nn
@@ -22,6 +21,7 @@ from mmbcn.datasets.class_folders import ClassFolderError
 from mmbcn.datasets.synthetic import write_classification_data
 from mmbcn.layers import GroupCountMismatchError
 from mmbcn.models.residual_zero_init import last_norm
+from mmbcn.utils.config_files import build_model
 
 IMAGENET = sorted(glob.glob(osp.join(ROOT, 'configs', 'imagenet', '*.py')))
 R50_BCN = osp.join(ROOT, 'configs/imagenet/resnet50_bcn-ws_8xb32-90e_in1k.py')

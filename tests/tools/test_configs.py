@@ -5,7 +5,6 @@ import os.path as osp
 import re
 
 import pytest
-from mmbcn_testing.models import build_model
 from mmbcn_testing.paths import ROOT
 from mmengine.config import Config
 from torch import nn
@@ -13,6 +12,7 @@ from torch import nn
 from mmbcn import BatchChannelNorm2d, WSConv2d
 from mmbcn.layers.proxy_norm import NormProxyAct
 from mmbcn.study import bcn_micro_batch
+from mmbcn.utils.config_files import build_model
 
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
 # The authors' DeepLabV3 recipe, one config per row of the paper's VOC table.
