@@ -15,9 +15,12 @@ $(STAMP): tools/setup_env.sh tools/constraints.txt pyproject.toml
 lint: setup
 	$(PYTHON) -m ruff check mmbcn tools tests configs benchmarks setup.py
 
-# The whole suite on the main stack, then the oldest and the newest supported torch (upstream
-# OpenMMLab) and the onedl family (each in its own .venv-STACK, made once: tools/setup_stack.sh)
-# with the subset tools/test_stacks.sh names.
+# The docs site and the whole suite on the main stack, then
+# the oldest and the newest supported torch (upstream OpenMMLab) and the onedl family, each in
+# its own .venv-STACK (tools/setup_stack.sh), with the subset tools/test_stacks.sh names.
+# `make test` removes a stack's environment once its tests pass: the registry's torch is a CUDA
+# build of 5 to 6 GB with its libraries, and a CI run that kept them all ran out of disk
+# (KEEP_STACKS=1 keeps them; `make test-STACK` alone keeps its own).
 STACKS := torch2.1 torch2.15 onedl
 
 test: setup lint docs
@@ -26,7 +29,13 @@ test: setup lint docs
 	$(MAKE) test-stacks
 
 .PHONY: test-stacks
-test-stacks: $(STACKS:%=test-%)
+test-stacks:
+	@for stack in $(STACKS); do \
+		$(MAKE) test-$$stack || exit 1; \
+		if [ -z "$(KEEP_STACKS)" ]; then \
+			rm -rf .venv-$$stack; echo "removed .venv-$$stack (KEEP_STACKS=1 keeps it)"; \
+		fi; \
+	done
 	@date -u +'%n==> %T done'
 
 test-%: .venv-%/.mmbcn-installed

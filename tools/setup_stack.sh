@@ -13,7 +13,9 @@
 # mmseg's models import, so mmdet and mmseg are installed (the install check below needs them)
 # but not imported there. onedl-mmcv is built with its ops (its setup.py builds them whenever
 # torch imports), and the onedl stack also runs the tests marked mmcv_ops. The wheel is built
-# once per stack into $MMBCN_WHEELHOUSE/STACK and reused.
+# once per stack and torch into $MMBCN_WHEELHOUSE/STACK/torchX.Y.Z and reused; nothing else is
+# cached (pip runs with --no-cache-dir: the registry's torch is a CUDA build of several GB, and
+# a second copy in pip's cache is what filled CI's disk).
 #
 # The last step checks what a user with this stack gets from `pip install -e '.[tests,FAMILY]'`
 # *without* any constraint: pip's dry run must keep the stack's torch and every OpenMMLab
@@ -25,7 +27,6 @@ STACK=${1:?usage: tools/setup_stack.sh STACK (a file in tools/stacks, without .t
 CONSTRAINTS=tools/stacks/$STACK.txt
 [ -f "$CONSTRAINTS" ] || { echo "no stack file $CONSTRAINTS" >&2; exit 2; }
 VENV=.venv-$STACK
-WHEELHOUSE=${MMBCN_WHEELHOUSE:-$HOME/.cache/mmbcn/wheels}/$STACK
 PYTHON_VERSION=$(sed -n 's/^# python: *//p' "$CONSTRAINTS")
 FAMILY=$(sed -n 's/^# family: *//p' "$CONSTRAINTS")
 FAMILY=${FAMILY:-upstream}
@@ -38,6 +39,8 @@ case $FAMILY in
 esac
 MMCV_VERSION=$(sed -n "s/^$MMCV==//p" "$CONSTRAINTS")
 TORCH_VERSION=$(sed -n 's/^torch==//p' "$CONSTRAINTS")
+# mmcv's compiled ops serve only the torch they were built against: one wheel folder per torch.
+WHEELHOUSE=${MMBCN_WHEELHOUSE:-$HOME/.cache/mmbcn/wheels}/$STACK/torch$TORCH_VERSION
 
 step() { printf '\n==> %s [%s] %s\n' "$(date -u +%T)" "$STACK" "$*"; }  # the time: CI's log shows where its minutes go
 
@@ -53,15 +56,24 @@ find_python() {
     exit 2
 }
 
+# A stack takes up to 7 GB: refuse at once, with the numbers, rather than fail inside pip.
+NEEDED_GB=8
 if [ ! -x "$VENV/bin/python" ]; then
+    free_gb=$(df -P -BG . | awk 'NR == 2 {sub("G", "", $4); print $4}')
+    if [ "$free_gb" -lt "$NEEDED_GB" ]; then
+        echo "error: $VENV needs about $NEEDED_GB GB (torch $TORCH_VERSION with its libraries," \
+             "OpenMMLab, the test tools); $free_gb GB are free on $(df -P . | awk 'NR == 2 {print $6}')." \
+             "Free some space (other .venv-* folders: make clean-env) and run it again." >&2
+        exit 1
+    fi
     step "creating $VENV with python$PYTHON_VERSION"
     "$(find_python "$PYTHON_VERSION")" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
 # PIP_CONFIG_FILE=/dev/null: this machine's pip configuration caps torch below the newest
 # release (see ../shared/STACK.md); the stack file holds every version that matters.
-PIP=(env PIP_CONFIG_FILE=/dev/null "$PY" -m pip install --disable-pip-version-check
-     -c "$CONSTRAINTS")
+PIP=(env PIP_CONFIG_FILE=/dev/null PIP_NO_CACHE_DIR=1 "$PY" -m pip install
+     --disable-pip-version-check -c "$CONSTRAINTS")
 
 step "build tools, torch $TORCH_VERSION, numpy"
 "${PIP[@]}" setuptools wheel packaging torch numpy
@@ -72,7 +84,7 @@ if [ -z "$(mmcv_wheel)" ] && [ "$MMCV_OPS" = yes ]; then
     step "building $MMCV $MMCV_VERSION with its ops into $WHEELHOUSE (once)"
     mkdir -p "$WHEELHOUSE"
     # --no-build-isolation: the build imports the stack's torch, against which the ops are built.
-    MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} env PIP_CONFIG_FILE=/dev/null "$PY" -m pip \
+    MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} env PIP_CONFIG_FILE=/dev/null PIP_NO_CACHE_DIR=1 "$PY" -m pip \
         wheel --no-deps --no-build-isolation --no-binary "$MMCV" -c "$CONSTRAINTS" \
         -w "$WHEELHOUSE" "$MMCV==$MMCV_VERSION"
 elif [ -z "$(mmcv_wheel)" ]; then
@@ -82,12 +94,12 @@ elif [ -z "$(mmcv_wheel)" ]; then
     # that mmdet, mmseg and mmpretrain (and mmbcn's upstream extra) require: the build keeps the
     # name 'mmcv' (one edit of the unpacked sdist's setup.py; the package's code is untouched).
     source=$(mktemp -d)
-    MMCV_WITH_OPS=1 env PIP_CONFIG_FILE=/dev/null "$PY" -m pip download --no-deps \
+    MMCV_WITH_OPS=1 env PIP_CONFIG_FILE=/dev/null PIP_NO_CACHE_DIR=1 "$PY" -m pip download --no-deps \
         --no-binary mmcv --no-build-isolation -d "$source" "mmcv==$MMCV_VERSION"
     tar -xzf "$source"/mmcv-"$MMCV_VERSION".tar.gz -C "$source"
     sed -i "s/ else 'mmcv-lite'/ else 'mmcv'/" "$source/mmcv-$MMCV_VERSION/setup.py"
     mkdir -p "$WHEELHOUSE"
-    MMCV_WITH_OPS=0 env PIP_CONFIG_FILE=/dev/null "$PY" -m pip wheel --no-deps \
+    MMCV_WITH_OPS=0 env PIP_CONFIG_FILE=/dev/null PIP_NO_CACHE_DIR=1 "$PY" -m pip wheel --no-deps \
         --no-build-isolation -w "$WHEELHOUSE" "$source/mmcv-$MMCV_VERSION"
     rm -rf "$source"
 fi
@@ -121,7 +133,7 @@ print(f'{installed_family()} family: torch {torch.__version__}, numpy {numpy.__v
 PY
 
 step "pip install -e '.[tests,$FAMILY]' without constraints keeps torch $TORCH_VERSION and OpenMMLab"
-report=$(env PIP_CONFIG_FILE=/dev/null "$PY" -m pip install --disable-pip-version-check \
+report=$(env PIP_CONFIG_FILE=/dev/null PIP_NO_CACHE_DIR=1 "$PY" -m pip install --disable-pip-version-check \
     --dry-run --no-build-isolation -e ".[tests,$FAMILY]" 2>&1)
 # torch, and each OpenMMLab distribution of either family (mmbcn.openmmlab_family.FAMILIES).
 KEPT='torch|mmengine|mmcv|mmcv[-_]lite|mmdet|mmsegmentation|mmpretrain|onedl[-_][a-z0-9_-]+'
