@@ -30,7 +30,8 @@ from ..analysis import norm_statistics, normalization_layers
 from ..analysis.collector import NO_NORMALIZATION
 from ..analysis.report import format_table, write_report
 from ..checkpoints.weights_only import checkpoint_problem, load_weights_only
-from ..utils.config_files import build_model, resolve_config
+from ..utils.config_files import build_model
+from .input_checks import load_tool_config
 
 SPLITS = ('train', 'val')
 SHOWN_KEYS = 3
@@ -128,14 +129,10 @@ def analyze(argv: Optional[List[str]] = None) -> dict:
     args = analyze_parser().parse_args(argv)
     if args.num_batches < 1:
         raise SystemExit('error: --num-batches must be at least 1.')
-    try:
-        config_file = resolve_config(args.config)
-    except FileNotFoundError as error:
-        raise SystemExit(f'error: {error}') from None
+    config_file, cfg = load_tool_config(args.config)
     problem = checkpoint_problem(args.checkpoint)
     if problem:
         raise SystemExit(f'error: checkpoint {args.checkpoint}: {problem}.')
-    cfg = Config.fromfile(config_file)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     if cfg.get(f'{args.split}_dataloader') is None:

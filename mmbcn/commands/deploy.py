@@ -13,11 +13,12 @@ import argparse
 from typing import List, Optional
 
 import torch
-from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
+from ..checkpoints.weights_only import checkpoint_problem
 from ..deploy import TensorForward, deploy_model, export_onnx, onnxruntime_max_error
 from ..utils.config_files import build_model
+from .input_checks import load_tool_config
 
 
 class Features(torch.nn.Module):
@@ -40,7 +41,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--onnx-part', choices=('backbone', 'model'), default='backbone')
     parser.add_argument('--shape', type=int, nargs=2, default=(512, 512), metavar=('H', 'W'))
     args = parser.parse_args(argv)
-    model = build_model(Config.fromfile(args.config))
+    _, cfg = load_tool_config(args.config)
+    problem = checkpoint_problem(args.checkpoint)
+    if problem:
+        raise SystemExit(f'error: checkpoint {args.checkpoint}: {problem}.')
+    model = build_model(cfg)
     load_checkpoint(model, args.checkpoint, map_location='cpu')
     model.eval()
     deploy_model(model)

@@ -1,5 +1,7 @@
-"""Checks of a loaded config's inputs, run by the tools before anything is built or written.
+"""Checks of a config and its inputs, run by the tools before anything is built or written.
 
+* The config itself (:func:`load_tool_config`): a file or a shipped config's name, of a codebase
+  the tools run (mmdet, mmseg, mmpretrain).
 * The class folders of image-classification splits (:mod:`mmbcn.datasets.class_folders`).
 * The channel-stage group count of BCN weights in the pretrained checkpoints the config names,
   against the config's BCN ``norm_cfg``: a mismatch would otherwise surface, without the
@@ -9,12 +11,31 @@
 import os.path as osp
 from typing import Iterator, List, Optional, Tuple
 
+from mmengine.config import Config
+
 from ..checkpoints.weights_only import load_weights_only
 from ..datasets.class_folders import ClassFolderError, check_class_folders
 from ..layers.bcn import group_count_mismatch
+from ..utils.config_files import config_scope, resolve_config
 
 BCN_TYPES = ('BCN', 'BatchChannelNorm2d')
 FOLDER_DATASETS = ('ImageNet', 'CheckedImageNet', 'CustomDataset')
+
+
+def load_tool_config(path: str) -> Tuple[str, Config]:
+    """``(config file, loaded config)`` for ``path`` (a file, or the name of a config mmbcn
+    ships); SystemExit with one ``error:`` line when there is no such config or its
+    ``default_scope`` is not a codebase the tools run."""
+    try:
+        config_file = resolve_config(path)
+    except FileNotFoundError as error:
+        raise SystemExit(f'error: {error}') from None
+    cfg = Config.fromfile(config_file)
+    try:
+        config_scope(cfg)
+    except ValueError as error:
+        raise SystemExit(f'error: config {config_file}: {error}') from None
+    return config_file, cfg
 
 
 def _split_dir(dataset: dict) -> Optional[str]:
