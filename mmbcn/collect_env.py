@@ -60,7 +60,11 @@ def tested_stack(versions: Dict[str, Optional[str]]) -> str:
 
 def _mmcv_ops() -> str:
     problem = openmmlab_family.mmcv_ops_problem()
-    return 'available' if problem is None else f'not available ({problem[:120]})'
+    if problem is None:
+        return 'available'
+    why = ("; this torch's headers require C++20, which mmcv's build does not ask for"
+           if feature_probes.extensions_need_cxx20() else '')
+    return f'not available ({problem[:120]}){why}'
 
 
 def _package(package: str, version: Optional[str]) -> str:

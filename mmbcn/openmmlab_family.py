@@ -209,14 +209,26 @@ def mmcv_ops_problem() -> Optional[str]:
     return None
 
 
+# What stands in for the build command where the released mmcv cannot build its ops.
+CXX20_NOTE = ("This torch's C++ headers require C++20 and mmcv's build (2.1.0; onedl-mmcv "
+              '2.3.6) compiles its ops with -std=c++17, so as released they do not build against '
+              'it: use torch 2.13 or older for the models that need them (docs: Compatibility, '
+              '"Torch 2.14 and newer: no mmcv ops").')
+
+
 def require_mmcv_ops(feature: str) -> None:
     """Raise :class:`OpenMMLabMissingError` when mmcv's compiled ops do not load, naming
-    ``feature`` (what needs them) and how to build mmcv with them for the installed family."""
+    ``feature`` (what needs them) and how to build mmcv with them for the installed family, or,
+    on a torch whose headers require C++20, that the released mmcv builds do not build them
+    there (:data:`CXX20_NOTE`)."""
+    from .utils.feature_probes import extensions_need_cxx20  # imports torch
+
     problem = mmcv_ops_problem()
     if problem is None:
         return
     family = _family_found() or FAMILIES['onedl']
     raise OpenMMLabMissingError(
         f'{feature} needs mmcv with its compiled ops, which do not load here ({problem}). '
-        f'Build mmcv with its ops against your torch ({family.name} family): '
-        f'{family.install}.')
+        + (CXX20_NOTE if extensions_need_cxx20() else
+           f'Build mmcv with its ops against your torch ({family.name} family): '
+           f'{family.install}.'))

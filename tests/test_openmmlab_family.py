@@ -17,10 +17,11 @@ from mmbcn_testing.paths import ROOT
 from mmengine.config import Config
 from packaging.requirements import Requirement
 
-from mmbcn import patches
+from mmbcn import openmmlab_family, patches
 from mmbcn.checkpoints import CheckpointRefusedError
 from mmbcn.collect_env import collect_env
 from mmbcn.openmmlab_family import (
+    CXX20_NOTE,
     FAMILIES,
     family_of,
     installed_family,
@@ -28,6 +29,7 @@ from mmbcn.openmmlab_family import (
     require_mmcv_ops,
 )
 from mmbcn.patches import config_bases
+from mmbcn.utils.feature_probes import extensions_need_cxx20
 
 try:
     import tomllib
@@ -150,7 +152,26 @@ def test_mmcv_ops_are_asked_for_by_the_feature_that_needs_them():
     """)
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'DeepLabV3 needs mmcv with its compiled ops' in result.stdout
-    assert FAMILIES[installed_family()].install in result.stdout
+    # Where the released mmcv cannot build its ops (torch 2.14+), no build command is offered.
+    advice = CXX20_NOTE if extensions_need_cxx20() else FAMILIES[installed_family()].install
+    assert advice in result.stdout
+
+
+def test_on_a_torch_that_needs_cxx20_the_missing_ops_are_explained_not_a_build(monkeypatch):
+    from mmbcn import collect_env as collect_env_module
+    from mmbcn.utils import feature_probes
+
+    monkeypatch.setattr(openmmlab_family, 'mmcv_ops_problem',
+                        lambda: "ModuleNotFoundError: No module named 'mmcv._ext'")
+    monkeypatch.setattr(feature_probes, 'extensions_need_cxx20', lambda header=None: True)
+    with pytest.raises(ImportError) as raised:
+        require_mmcv_ops('Mask R-CNN')
+    message = str(raised.value)
+    assert "Mask R-CNN needs mmcv with its compiled ops, which do not load here " \
+           "(ModuleNotFoundError: No module named 'mmcv._ext'). " + CXX20_NOTE == message
+    assert all(family.install not in message for family in FAMILIES.values())
+    assert collect_env_module._mmcv_ops().endswith('require C++20, which mmcv\'s build does '
+                                                   'not ask for')
 
 
 def fake_toolbox(root, module, distribution):

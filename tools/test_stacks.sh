@@ -36,7 +36,7 @@ SUBSET=(
     "${TORCH_ONLY[@]}"
     tests/checkpoints/test_weights_only.py tests/patches/test_declared.py
     tests/patches/test_install_twice.py tests/layers/test_norm_conversions.py
-    tests/test_openmmlab_family.py
+    tests/test_openmmlab_family.py tests/utils/test_feature_probes.py
     tests/deploy/test_model.py tests/deploy/test_onnx_export.py
     tests/analysis/test_measures.py
     tests/engine/hooks/test_bcn_update_rate_hook.py

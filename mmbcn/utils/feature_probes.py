@@ -16,17 +16,22 @@ Features that came after torch 2.1 and what mmbcn does without them:
   an export in training mode, which fails inside torch instead of with BCN's refusal;
 * ``torch.onnx.export(dynamo=...)`` (2.5): :func:`onnx_export_options` passes it only where it
   exists (the TorchScript-based exporter is the only one on older torch).
+
+And one that went the other way: from torch 2.14 its C++ headers require C++20
+(:func:`extensions_need_cxx20`), which the released mmcv builds (upstream 2.1.0, onedl-mmcv 2.3.6)
+do not ask for, so their compiled ops do not build against it.
 """
 
 import functools
 import inspect
 import os
+import os.path as osp
 from typing import Dict, Optional, Tuple
 
 import torch
 
 __all__ = ['TESTED_STACKS', 'TRITON_CHECKED', 'disable_compilation', 'is_compiling',
-           'is_exporting', 'load_accepts_mmap', 'onnx_export_options', 'safe_globals_take_names',
+           'extensions_need_cxx20', 'is_exporting', 'load_accepts_mmap', 'onnx_export_options', 'safe_globals_take_names',
            'triton_problem', 'weights_only_disabled_by_user']
 
 # The stacks CI runs (tools/constraints.txt, tools/stacks/*.txt; a test checks they agree):
@@ -116,6 +121,24 @@ def triton_problem() -> Optional[str]:
         return (f'Triton {triton.__version__} is older than the {TRITON_CHECKED[0]}.'
                 f'{TRITON_CHECKED[1]} the kernels were checked with')
     return None
+
+
+def extensions_need_cxx20(header: Optional[str] = None) -> bool:
+    """Whether a C++ extension built against this torch must be compiled as C++20 or later.
+
+    torch 2.14's ``ATen/ATen.h`` stops any compile below C++20 (``__cplusplus < 202002L``:
+    ``#error C++20 or later compatible compiler is required to use ATen``); mmcv's ``setup.py``
+    (2.1.0, and onedl-mmcv 2.3.6) passes ``-std=c++17``, which torch's extension builder keeps,
+    so mmcv's compiled ops do not build against such a torch. Read from the header itself
+    (``header``: another ``ATen.h``, for tests); False when torch ships no headers.
+    """
+    if header is None:
+        header = osp.join(osp.dirname(torch.__file__), 'include', 'ATen', 'ATen.h')
+    try:
+        with open(header) as file:
+            return '202002L' in file.read()
+    except OSError:
+        return False
 
 
 def disable_compilation(fn):
