@@ -4,6 +4,8 @@ Importing this package registers into MMEngine's root registries (so the ``mmdet
 ``mmseg`` and ``mmpretrain`` scopes find them too):
 
 * ``MODELS``: ``'BCN'`` / ``'BatchChannelNorm2d'`` (a norm layer) and ``'WSConv2d'`` (a conv);
+  ``'BCNBatchStage'`` and ``'BCNChannelStage'``, BCN's two stages apart (mmbcn's ablation
+  layers, :mod:`mmbcn.layers.bcn_stages`);
 * ``HOOKS``: ``'BCNUpdateRateHook'`` and ``'NormStatisticsHook'`` (:mod:`mmbcn.engine.hooks`);
 * ``WEIGHT_INITIALIZERS``: ``'ResidualZeroInit'`` and ``'RevisitingBNInit'``
   (:mod:`mmbcn.models`);

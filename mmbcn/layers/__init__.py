@@ -1,5 +1,6 @@
 """The registered layers: Batch-Channel Normalization and weight-standardized convolution (the
-initializers that suit them are in :mod:`mmbcn.models`)."""
+initializers that suit them are in :mod:`mmbcn.models`), and BCN's two stages apart, mmbcn's
+ablation layers (:mod:`.bcn_stages`)."""
 
 from .bcn import (
                   BatchChannelNorm2d,
@@ -7,10 +8,12 @@ from .bcn import (
                   convert_sync_batchnorm,
                   revert_sync_batchnorm,
 )
+from .bcn_stages import BCNBatchStage, BCNChannelStage
 from .conv_ws import WSConv2d
 
 __all__ = ['BatchChannelNorm2d', 'WSConv2d', 'GroupCountMismatchError',
-           'convert_sync_batchnorm', 'revert_sync_batchnorm']
+           'convert_sync_batchnorm', 'revert_sync_batchnorm', 'BCNBatchStage',
+           'BCNChannelStage']
 
 
 def __getattr__(name: str):

@@ -7,6 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from ...layers.bcn import BatchChannelNorm2d
+from ...layers.bcn_stages import BCNBatchStage
 from ...utils.deprecation import REMOVED_IN
 
 POLICIES = ('constant', 'lr')
@@ -15,7 +16,8 @@ POLICIES = ('constant', 'lr')
 @HOOKS.register_module()
 class BCNUpdateRateHook(Hook):
     """Set ``momentum`` (r, the update rate) of every micro-batch-mode BCN layer before each
-    training iteration.
+    training iteration (and of every :class:`~mmbcn.layers.BCNBatchStage`, the ablation layer
+    that runs BCN's micro-batch batch stage alone, the same way).
 
     Policies, for training iteration t (``runner.iter``)::
 
@@ -112,7 +114,8 @@ class BCNUpdateRateHook(Hook):
     def _layers(self, runner):
         return [
             m for m in runner.model.modules()
-            if isinstance(m, BatchChannelNorm2d) and (m.estimate or self.include_large_batch)
+            if isinstance(m, (BatchChannelNorm2d, BCNBatchStage))
+            and (m.estimate or self.include_large_batch)
         ]
 
 

@@ -1,13 +1,17 @@
 """BCNUpdateRateHook during a short real MMEngine Runner training."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from mmengine.hooks import Hook
+from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch import nn
 
 from mmbcn import BatchChannelNorm2d, BCNUpdateRateHook
+from mmbcn.layers import BCNBatchStage
 
 
 class TinyNet(BaseModel):
@@ -95,3 +99,18 @@ def test_momentum_at_and_its_old_name():
 def test_bad_policy_is_a_clear_error():
     with pytest.raises(ValueError, match="policy must be one of"):
         BCNUpdateRateHook(policy='cosine')
+
+
+def test_the_batch_stage_ablation_layer_gets_the_momentum_of_micro_batch_bcn():
+    model = nn.Sequential(BCNBatchStage(8), BatchChannelNorm2d(8, 2, estimate=True),
+                          BatchChannelNorm2d(8, 2, estimate=False))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    runner = SimpleNamespace(model=model, iter=100, optim_wrapper=SimpleNamespace(
+        optimizer=optimizer), message_hub=MessageHub.get_instance('test_batch_stage_momentum'))
+    hook = BCNUpdateRateHook(policy='lr', rate=0.4)
+    hook.before_train(runner)
+    optimizer.param_groups[0]['lr'] = 0.05  # a scheduler halved it
+    hook.before_train_iter(runner, batch_idx=100)
+    batch_stage, micro, large = model
+    assert batch_stage.momentum == micro.momentum == pytest.approx(0.2)  # 0.4 x 0.05 / 0.1
+    assert large.momentum == 0.1 and hook._layers(runner) == [batch_stage, micro]
