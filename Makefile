@@ -129,3 +129,14 @@ study-long: setup
 		--gpus 2 --stats-interval 25 --work-dir work_dirs/study-long --cfg-options \
 		train_cfg.max_iters=600 train_cfg.val_interval=100 param_scheduler.0.end=600 \
 		default_hooks.checkpoint.interval=600 default_hooks.logger.interval=25
+
+# study-stages: BCN's two stages apart on the default task: GN+WS and BCN+WS beside BCN's batch
+# stage alone (bcn-ws-batch, micro-batch with the rate hook's defaults) and its channel stage
+# alone (bcn-ws-channel, GN+WS with BCN's parameterization), mmbcn's ablation layers: which
+# stage costs BCN+WS its mIoU against GN+WS?
+.PHONY: study-stages
+
+study-stages: setup
+	$(STUDY_DATA)
+	$(PYTHON) tools/norm_study.py $(STUDY_CONFIG) --norms gn-ws bcn-ws bcn-ws-batch bcn-ws-channel \
+		--seeds 0 1 2 --gpus 2 --work-dir work_dirs/study-stages

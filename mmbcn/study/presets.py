@@ -9,7 +9,11 @@ BCN, how its batch stage runs:
 * the ``'bcn-ws-<r policy>'`` presets compare ways of setting the update rate r of micro-batch
   BCN, so they always run micro-batch mode: ``'lr'`` and ``'constant'`` are policies of
   :class:`mmbcn.engine.BCNUpdateRateHook`, ``'cma'`` is ``momentum=None`` (r_t = 1/t, a
-  cumulative average of the batches seen) without the hook.
+  cumulative average of the batches seen) without the hook;
+* ``'bcn-ws-batch'`` and ``'bcn-ws-channel'`` run one of BCN's two stages, with WS, through
+  mmbcn's ablation layers (:mod:`mmbcn.layers.bcn_stages`): the batch stage alone in
+  micro-batch mode with the rate hook's defaults (as ``'bcn-ws'`` at a micro batch), or the
+  channel stage alone (GN+WS with BCN's parameterization).
 
 The other normalizations of the same body of work:
 
@@ -39,6 +43,11 @@ LARGE_BATCH_FROM = 8
 
 RATE_HOOK = 'BCNUpdateRateHook'
 RBN_SUFFIX = '-rbn'
+BATCH_STAGE_TYPES = ('BCN', 'BCNBatchStage')  # BCN's batch stage: a mode, estimates, the hook
+GROUP_TYPES = ('GN', 'BCN', 'BCNChannelStage')
+# mmbcn's ablation layers: plain modules, which mmbcn.analysis (NormStatisticsHook) does not
+# take for norm layers
+ABLATION_TYPES = ('BCNBatchStage', 'BCNChannelStage')
 
 
 @dataclass(frozen=True)
@@ -48,9 +57,11 @@ class Preset:
     Args:
         name: what ``--norms`` takes.
         description: one line for the table.
-        norm_type: the registered norm type (``'BN'``, ``'SyncBN'``, ``'GN'``, ``'BCN'``).
+        norm_type: the registered norm type (``'BN'``, ``'SyncBN'``, ``'GN'``, ``'BCN'``,
+            ``'BCNBatchStage'``, ``'BCNChannelStage'``).
         weight_standardized: convs of the swapped modules become ``WSConv2d``.
-        micro_batch: BCN only: True or False fixes the mode, None takes it from the global batch.
+        micro_batch: BCN's batch stage only: True or False fixes the mode, None takes it from
+            the global batch.
         norm_options: extra keys of the norm cfg (``momentum=None`` for the cumulative average).
         rate_hook: the ``BCNUpdateRateHook`` cfg added in micro-batch mode (None: no hook).
         proxy_norm: the backbone becomes its Proxy-Normalization variant.
@@ -72,8 +83,19 @@ class Preset:
         return self.norm_type == 'BCN'
 
     @property
+    def has_batch_stage(self) -> bool:
+        """Whether the norm runs BCN's batch stage (BCN, or its batch stage alone): it has a
+        mode, and the rate hook in micro-batch mode."""
+        return self.norm_type in BATCH_STAGE_TYPES
+
+    @property
     def uses_groups(self) -> bool:
-        return self.norm_type in ('GN', 'BCN')
+        return self.norm_type in GROUP_TYPES
+
+    @property
+    def is_ablation(self) -> bool:
+        """Whether the norm is one of mmbcn's ablation layers of BCN's stages."""
+        return self.norm_type in ABLATION_TYPES
 
     @property
     def has_scale(self) -> bool:
@@ -119,6 +141,12 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
            rate_hook=dict(type=RATE_HOOK, policy='constant', rate=0.1)),
     Preset('bcn-ws-cma', 'BCN + WS micro-batch, momentum=None: r = 1/t, no hook', 'BCN',
            weight_standardized=True, micro_batch=True, norm_options=dict(momentum=None)),
+    Preset('bcn-ws-batch', "BCN's batch stage alone + WS, micro-batch, the rate hook's "
+           "defaults (mmbcn's ablation layer BCNBatchStage)", 'BCNBatchStage',
+           weight_standardized=True, micro_batch=True, rate_hook=dict(type=RATE_HOOK)),
+    Preset('bcn-ws-channel', "BCN's channel stage alone + WS: GN+WS with BCN's "
+           "parameterization (mmbcn's ablation layer BCNChannelStage)", 'BCNChannelStage',
+           weight_standardized=True),
     Preset('gn-pn', 'GroupNorm + Proxy Normalization (the PN backbone; heads GroupNorm)', 'GN',
            proxy_norm=True),
 )}

@@ -10,7 +10,9 @@ For a loaded MMEngine config and a :class:`~mmbcn.study.presets.Preset`:
 * where the preset is weight-standardized, those same dicts get ``conv_cfg=dict(type='WSConv2d')``;
   where it is not, every WS conv cfg of the model (:data:`WS_CONV_TYPES`) becomes ``None``;
 * BCN's mode: :func:`~mmbcn.study.presets.bcn_micro_batch` of the global batch (images per
-  GPU x GPUs) and the config's scope, unless the preset fixes it;
+  GPU x GPUs) and the config's scope, unless the preset fixes it; the norm cfg of BCN and of its
+  batch stage alone (``'BCNBatchStage'``) gets ``estimate`` and ``sync_stats=True``, that of BCN
+  and of its channel stage alone (``'BCNChannelStage'``) the group count;
 * Proxy-Normalization presets (``proxy_norm``): ``model.backbone`` of type ``ResNet``,
   ``ResNetV1c`` or ``ResNetV1d`` becomes ``ProxyNormResNet``, ``...V1c``, ``...V1d`` (any other
   backbone is refused), imported from ``mmbcn.models.backbones.<scope>_resnet``;
@@ -19,7 +21,10 @@ For a loaded MMEngine config and a :class:`~mmbcn.study.presets.Preset`:
   ``mean``/``std`` set to None, and ``optim_wrapper.constructor`` becomes
   ``RevisitingBNOptimWrapperConstructor`` (a config with another constructor is refused);
 * ``custom_hooks``: every ``BCNUpdateRateHook`` is removed; the preset's is added when it runs
-  micro-batch BCN; ``NormStatisticsHook`` is added at the given interval;
+  BCN's batch stage in micro-batch mode; ``NormStatisticsHook`` is added at the given interval,
+  except for the presets of mmbcn's ablation layers (``'BCNBatchStage'``,
+  ``'BCNChannelStage'``), which :mod:`mmbcn.analysis` does not take for norm layers (the hook
+  would find none to measure);
 * the run logs through MMEngine's ``LocalVisBackend`` (added when missing, other backends kept),
   validation scalars at their iteration (``log_metric_by_epoch=False``), and a top-level
   ``sync_bn`` (MMEngine's converter, which would replace the swapped layers) is removed.
@@ -34,14 +39,15 @@ from typing import Iterator, List, Optional, Tuple
 from mmengine.config import Config
 from torch import nn
 
-from ..layers import BatchChannelNorm2d, WSConv2d
+from ..layers import BatchChannelNorm2d, BCNBatchStage, BCNChannelStage, WSConv2d
 from ..layers.proxy_norm import ProxyNormAct
 from ..utils.config_files import build_model
 from .errors import StudyInputError
 from .presets import RATE_HOOK, Preset, bcn_micro_batch
 
 FEATURE_NORM_TYPES = ('BN', 'BN2d', 'BatchNorm2d', 'SyncBN', 'MMSyncBN', 'GN', 'GroupNorm',
-                      'IN', 'IN2d', 'InstanceNorm2d', 'BCN', 'BatchChannelNorm2d')
+                      'IN', 'IN2d', 'InstanceNorm2d', 'BCN', 'BatchChannelNorm2d',
+                      'BCNBatchStage', 'BCNChannelStage')
 WS_CONV_TYPES = ('WSConv2d', 'ConvWS', 'ConvAWS')
 STATS_HOOK = 'NormStatisticsHook'
 DEFAULT_GROUPS = 32
@@ -66,9 +72,11 @@ class Swap:
         changes: ``'path: before -> after'``, one line per changed key.
         left: ``'path: why'`` for norm cfgs the rule leaves alone.
         images_per_gpu, global_batch: the batch the mode rule saw.
-        bcn_mode: ``'micro-batch'`` or ``'large-batch'`` for BCN presets, else None.
+        bcn_mode: ``'micro-batch'`` or ``'large-batch'`` for presets with BCN's batch stage
+            (BCN, or its batch stage alone), else None.
         backbone: ``'ResNetV1c -> ProxyNormResNetV1c'`` where the preset changes the backbone.
-        num_groups: the group count of GN and BCN presets, else None.
+        num_groups: the group count of presets whose norm has groups (GN, BCN, BCN's channel
+            stage alone), else None.
     """
 
     cfg: Config
@@ -134,7 +142,7 @@ def preset_norm_cfg(preset: Preset, num_groups: int, micro_batch: bool,
     norm = dict(type=preset.norm_type)
     if preset.uses_groups:
         norm['num_groups'] = num_groups
-    if preset.is_bcn:
+    if preset.has_batch_stage:
         norm.update(estimate=micro_batch, sync_stats=True)
     norm.update(preset.norm_options)
     norm['requires_grad'] = requires_grad
@@ -184,9 +192,9 @@ def _swap_hooks(swap: Swap, preset: Preset, micro_batch: bool, stats_interval: i
     cfg = swap.cfg
     before = [_plain(h) for h in cfg.get('custom_hooks', [])]
     hooks = [h for h in before if h.get('type') not in (RATE_HOOK, STATS_HOOK)]
-    if preset.is_bcn and micro_batch and preset.rate_hook:
+    if preset.has_batch_stage and micro_batch and preset.rate_hook:
         hooks.append(copy.deepcopy(preset.rate_hook))
-    if stats_interval:
+    if stats_interval and not preset.is_ablation:
         hooks.append(dict(type=STATS_HOOK, interval=stats_interval))
     cfg.custom_hooks = hooks
     if hooks != before:
@@ -281,7 +289,7 @@ def swap_config(cfg: Config, preset: Preset, gpus: int, stats_interval: int = 0,
     micro_batch = preset.micro_batch
     if micro_batch is None:
         micro_batch = bcn_micro_batch(swap.global_batch, swap.cfg.get('default_scope'))
-    if preset.is_bcn:
+    if preset.has_batch_stage:
         swap.bcn_mode = 'micro-batch' if micro_batch else 'large-batch'
     groups = num_groups or config_group_count(owners)
     swap.num_groups = groups if preset.uses_groups else None
@@ -302,7 +310,8 @@ def swap_config(cfg: Config, preset: Preset, gpus: int, stats_interval: int = 0,
 
 def count_layers(model: nn.Module) -> dict:
     """How many layers of each norm and conv class ``model`` has."""
-    kinds = (BatchChannelNorm2d, ProxyNormAct, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
+    kinds = (BatchChannelNorm2d, BCNBatchStage, BCNChannelStage, ProxyNormAct,
+             nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
              nn.modules.instancenorm._InstanceNorm, WSConv2d, nn.Conv2d)
     counts = {}
     for module in model.modules():

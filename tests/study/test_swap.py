@@ -161,3 +161,40 @@ def test_unknown_and_repeated_presets_are_refused_with_the_valid_names():
         get_presets(['gn', 'bcn'])
     with pytest.raises(StudyInputError, match='named twice: gn'):
         get_presets(['gn', 'gn'])
+
+
+STUDY_DEFAULT = osp.join(ROOT, 'configs/study/deeplabv3_r18-d8_bcn-ws_2xb1-study-demo-shapes.py')
+
+
+def test_bcns_stage_presets_swap_into_the_default_study_and_build_their_layers():
+    bcn = swapped(STUDY_DEFAULT, 'bcn-ws', 2, stats_interval=5)
+    batch = swapped(STUDY_DEFAULT, 'bcn-ws-batch', 2, stats_interval=5)
+    channel = swapped(STUDY_DEFAULT, 'bcn-ws-channel', 2, stats_interval=5)
+    assert (batch.bcn_mode, batch.num_groups) == ('micro-batch', None)
+    assert (channel.bcn_mode, channel.num_groups) == (None, 8)
+    for part in ('backbone', 'decode_head', 'auxiliary_head'):
+        assert batch.cfg.model[part].norm_cfg == dict(type='BCNBatchStage', estimate=True,
+                                                      sync_stats=True, requires_grad=True)
+        assert channel.cfg.model[part].norm_cfg == dict(type='BCNChannelStage', num_groups=8,
+                                                        requires_grad=True)
+        assert batch.cfg.model[part].conv_cfg == channel.cfg.model[part].conv_cfg == dict(
+            type='WSConv2d')
+    # the batch stage gets bcn-ws's rate hook; neither gets NormStatisticsHook, which would
+    # find no norm layer it measures in them
+    assert bcn.cfg.custom_hooks == [dict(type='BCNUpdateRateHook'),
+                                    dict(type='NormStatisticsHook', interval=5)]
+    assert batch.cfg.custom_hooks == [dict(type='BCNUpdateRateHook')]
+    assert channel.cfg.custom_hooks == []
+    # one ablation layer wherever BCN was, and nothing else changed
+    built = built_layers(bcn.cfg)
+    assert built_layers(batch.cfg) == dict(BCNBatchStage=built['BatchChannelNorm2d'],
+                                           WSConv2d=built['WSConv2d'], Conv2d=built['Conv2d'])
+    assert built_layers(channel.cfg) == dict(BCNChannelStage=built['BatchChannelNorm2d'],
+                                             WSConv2d=built['WSConv2d'], Conv2d=built['Conv2d'])
+
+
+def test_bcns_stage_presets_are_listed_and_have_no_revisiting_bn_variant():
+    with pytest.raises(StudyInputError, match=r"valid: .*bcn-ws-batch, bcn-ws-channel, "):
+        get_presets(['bcn-ws-stages'])
+    with pytest.raises(StudyInputError, match="'bcn-ws-batch-rbn'"):
+        get_presets(['bcn-ws-batch-rbn'])
