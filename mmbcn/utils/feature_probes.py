@@ -30,9 +30,9 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-__all__ = ['TESTED_STACKS', 'TRITON_CHECKED', 'disable_compilation', 'is_compiling',
-           'extensions_need_cxx20', 'is_exporting', 'load_accepts_mmap', 'onnx_export_options', 'safe_globals_take_names',
-           'triton_problem', 'weights_only_disabled_by_user']
+__all__ = ['TESTED_STACKS', 'TRITON_CHECKED', 'disable_compilation', 'extensions_need_cxx20',
+           'is_compiling', 'is_exporting', 'load_accepts_mmap', 'onnx_export_options',
+           'safe_globals_take_names', 'triton_problem', 'weights_only_disabled_by_user']
 
 # The stacks CI runs (tools/constraints.txt, tools/stacks/*.txt; a test checks they agree):
 # Python, torch, numpy and the OpenMMLab family (mmbcn.openmmlab_family) with each package's
