@@ -29,9 +29,9 @@ import mmbcn  # noqa: F401  (registers BCN, WSConv2d)
 from ..analysis import norm_statistics, normalization_layers
 from ..analysis.collector import NO_NORMALIZATION
 from ..analysis.report import format_table, write_report
-from ..checkpoints.weights_only import checkpoint_problem, load_weights_only
+from ..checkpoints.weights_only import load_weights_only
 from ..utils.config_files import build_model
-from .input_checks import load_tool_config
+from .input_checks import load_tool_config, require_checkpoint
 
 SPLITS = ('train', 'val')
 SHOWN_KEYS = 3
@@ -130,9 +130,7 @@ def analyze(argv: Optional[List[str]] = None) -> dict:
     if args.num_batches < 1:
         raise SystemExit('error: --num-batches must be at least 1.')
     config_file, cfg = load_tool_config(args.config)
-    problem = checkpoint_problem(args.checkpoint)
-    if problem:
-        raise SystemExit(f'error: checkpoint {args.checkpoint}: {problem}.')
+    require_checkpoint(args.checkpoint)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     if cfg.get(f'{args.split}_dataloader') is None:

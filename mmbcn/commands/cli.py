@@ -20,10 +20,9 @@ from mmengine.runner import Runner
 
 import mmbcn  # noqa: F401  (registers BCN, WSConv2d and the hook)
 
-from ..checkpoints.weights_only import checkpoint_problem
 from ..engine.hooks import RandomStateHook
 from ..utils.config_files import config_scope, resolve_config
-from .input_checks import check_class_splits, check_pretrained_group_counts
+from .input_checks import check_class_splits, check_pretrained_group_counts, require_checkpoint
 from .launcher import LAUNCHERS, init_distributed, shutdown_distributed
 from .restarts import resume_point
 
@@ -182,10 +181,7 @@ def check_paths(args, checkpoint_option: str) -> None:
     path = getattr(args, checkpoint_option)
     if path is None or path == 'auto':
         return
-    problem = checkpoint_problem(path)
-    if problem:
-        label = '--resume' if checkpoint_option == 'resume' else 'checkpoint'
-        raise SystemExit(f'error: {label} {path}: {problem}.')
+    require_checkpoint(path, '--resume' if checkpoint_option == 'resume' else 'checkpoint')
 
 
 def check_inputs(cfg: Config) -> None:

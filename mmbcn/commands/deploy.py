@@ -15,10 +15,9 @@ from typing import List, Optional
 import torch
 from mmengine.runner import load_checkpoint
 
-from ..checkpoints.weights_only import checkpoint_problem
 from ..deploy import TensorForward, deploy_model, export_onnx, onnxruntime_max_error
 from ..utils.config_files import build_model
-from .input_checks import load_tool_config
+from .input_checks import load_tool_config, require_checkpoint
 
 
 class Features(torch.nn.Module):
@@ -42,9 +41,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--shape', type=int, nargs=2, default=(512, 512), metavar=('H', 'W'))
     args = parser.parse_args(argv)
     _, cfg = load_tool_config(args.config)
-    problem = checkpoint_problem(args.checkpoint)
-    if problem:
-        raise SystemExit(f'error: checkpoint {args.checkpoint}: {problem}.')
+    require_checkpoint(args.checkpoint)
     model = build_model(cfg)
     load_checkpoint(model, args.checkpoint, map_location='cpu')
     model.eval()

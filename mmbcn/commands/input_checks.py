@@ -13,7 +13,7 @@ from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config
 
-from ..checkpoints.weights_only import load_weights_only
+from ..checkpoints.weights_only import checkpoint_problem, load_weights_only
 from ..datasets.class_folders import ClassFolderError, check_class_folders
 from ..layers.bcn import group_count_mismatch
 from ..utils.config_files import config_scope, resolve_config
@@ -36,6 +36,14 @@ def load_tool_config(path: str) -> Tuple[str, Config]:
     except ValueError as error:
         raise SystemExit(f'error: config {config_file}: {error}') from None
     return config_file, cfg
+
+
+def require_checkpoint(path: str, label: str = 'checkpoint') -> None:
+    """SystemExit with one ``error:`` line naming ``path`` when it does not load as a
+    checkpoint weights-only (:func:`~mmbcn.checkpoints.weights_only.checkpoint_problem`)."""
+    problem = checkpoint_problem(path)
+    if problem:
+        raise SystemExit(f'error: {label} {path}: {problem}.')
 
 
 def _split_dir(dataset: dict) -> Optional[str]:

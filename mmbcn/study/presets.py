@@ -79,10 +79,6 @@ class Preset:
     revisiting_bn: bool = False
 
     @property
-    def is_bcn(self) -> bool:
-        return self.norm_type == 'BCN'
-
-    @property
     def has_batch_stage(self) -> bool:
         """Whether the norm runs BCN's batch stage (BCN, or its batch stage alone): it has a
         mode, and the rate hook in micro-batch mode."""
